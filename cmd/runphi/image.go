@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/runphi/runphi/pkg/ociimage"
+)
+
+func init() {
+	register(&command{
+		name:    "image",
+		summary: "build partitioned-container images without a registry",
+		usage:   "image build DIR -o OUT.tar --ref NAME[:TAG] [--arch ARCH] [--cmd CMD] [--no-validate]",
+		run:     runImage,
+	})
+}
+
+func runImage(env *cmdEnv, args []string) error {
+	if len(args) == 0 {
+		return usagef("missing subcommand (build)")
+	}
+	switch args[0] {
+	case "build":
+		return runImageBuild(env, args[1:])
+	case "-h", "-help", "--help":
+		fmt.Fprintf(env.stderr, "usage: runphi %s\n", commands["image"].usage)
+		return flag.ErrHelp
+	default:
+		return usagef("unknown subcommand %q (want build)", args[0])
+	}
+}
+
+const imageBuildSynopsis = "image build DIR -o OUT.tar --ref NAME[:TAG] [--arch ARCH] [--cmd CMD] [--no-validate]"
+
+func runImageBuild(env *cmdEnv, args []string) error {
+	fs := newFlagSet(env, "image build", imageBuildSynopsis)
+	out := fs.String("o", "", "write the OCI image-layout tarball to this `file` (required)")
+	ref := fs.String("ref", "", "image `name`[:tag]; normalised like docker (demo → docker.io/library/demo:latest) (required)")
+	arch := fs.String("arch", "", "image architecture as a GOARCH `value` (default: this host's, which ctr's default platform accepts)")
+	cmdLine := fs.String("cmd", "", "image command, as a JSON array or space-separated `words` (default: the boot description's inmate, else none)")
+	noValidate := fs.Bool("no-validate", false, "skip checking /boot/config.json (to build broken images for tests)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one directory, got %d arguments", len(pos))
+	}
+	if *out == "" || *ref == "" {
+		return usagef("-o and --ref are required")
+	}
+	dir := pos[0]
+	if _, err := ociimage.ParseReference(*ref); err != nil {
+		return usagef("%v", err)
+	}
+
+	opts := ociimage.Options{Ref: *ref, Arch: *arch}
+	if *cmdLine != "" {
+		if opts.Cmd, err = splitCommand(*cmdLine); err != nil {
+			return usagef("--cmd: %v", err)
+		}
+	}
+	inmate, err := checkBootDescription(dir, !*noValidate)
+	if err != nil {
+		return err
+	}
+	if opts.Cmd == nil && inmate != "" {
+		// containerd needs a non-empty process.args; the inmate path is
+		// what the partition runs, so it is the honest command.
+		opts.Cmd = []string{inmate}
+	}
+
+	img, err := ociimage.BuildFile(*out, dir, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s %s %s (%s, %d entries)\n", *out, img.Ref, img.Manifest.Digest, img.Platform.OS+"/"+img.Platform.Architecture, img.Entries)
+	return nil
+}
+
+// bootDescriptionPaths are where the shim looks for the boot description,
+// in its order (runPHI reads config.json; its README says
+// configuration.json).
+var bootDescriptionPaths = []string{"boot/config.json", "boot/configuration.json"}
+
+// defaultInmate is the payload a boot description without "inmate" loads.
+const defaultInmate = "/boot/boot.bin"
+
+// checkBootDescription finds the image's boot description and, when
+// validate is set, rejects one the shim would refuse at Create time, so the
+// mistake shows at build time with the file name. It returns the inmate path
+// ("" if dir has no boot description or it is not checked).
+func checkBootDescription(dir string, validate bool) (string, error) {
+	for _, rel := range bootDescriptionPaths {
+		path := filepath.Join(dir, rel)
+		data, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if !validate {
+			return "", nil
+		}
+		var desc struct {
+			Inmate *string `json:"inmate"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&desc); err != nil {
+			return "", fmt.Errorf("%s: invalid boot description: %w", path, err)
+		}
+		if dec.More() {
+			return "", fmt.Errorf("%s: invalid boot description: data after the JSON object", path)
+		}
+		if desc.Inmate == nil || *desc.Inmate == "" {
+			return defaultInmate, nil
+		}
+		return *desc.Inmate, nil
+	}
+	return "", nil
+}

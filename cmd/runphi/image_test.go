@@ -1,0 +1,135 @@
+package main
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/runphi/runphi/pkg/ociimage"
+)
+
+// imageConfig reads the image config blob back out of a layout tarball.
+func imageConfig(t *testing.T, path string) ociimage.Config {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	blobs := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs[h.Name], _ = io.ReadAll(tr)
+	}
+	var idx ociimage.Index
+	var man ociimage.Manifest
+	var cfg ociimage.Config
+	blob := func(d string) []byte { return blobs["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")] }
+	if err := json.Unmarshal(blobs["index.json"], &idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(blob(idx.Manifests[0].Digest), &man); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(blob(man.Config.Digest), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The layer must be a readable gzip stream.
+	if _, err := gzip.NewReader(strings.NewReader(string(blob(man.Layers[0].Digest)))); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestImageBuild(t *testing.T) {
+	tests := []struct {
+		name    string
+		files   map[string]string
+		extra   []string
+		code    int
+		stderr  string // substring of the error
+		wantCmd string
+	}{
+		{
+			name:    "inmate becomes the command",
+			files:   map[string]string{"boot/config.json": `{"os_var":"zephyr","inmate":"/boot/zephyr.bin"}`, "boot/zephyr.bin": "x"},
+			code:    0,
+			wantCmd: "/boot/zephyr.bin",
+		},
+		{
+			name:    "default inmate",
+			files:   map[string]string{"boot/config.json": `{"os_var":"zephyr"}`, "boot/boot.bin": "x"},
+			wantCmd: "/boot/boot.bin",
+		},
+		{
+			name:    "configuration.json is a boot description too",
+			files:   map[string]string{"boot/configuration.json": `{"inmate":"/boot/x.bin"}`, "boot/x.bin": "x"},
+			wantCmd: "/boot/x.bin",
+		},
+		{
+			name:    "--cmd wins",
+			files:   map[string]string{"boot/config.json": `{}`},
+			extra:   []string{"--cmd", `["/boot/a","b"]`},
+			wantCmd: "/boot/a b",
+		},
+		{
+			name:    "no boot description, no command",
+			files:   map[string]string{"etc/hostname": "x"},
+			wantCmd: "",
+		},
+		{
+			name:   "malformed config.json names the file",
+			files:  map[string]string{"boot/config.json": `{"os_var":"zephyr",}`},
+			code:   1,
+			stderr: "boot/config.json: invalid boot description",
+		},
+		{
+			name:  "--no-validate builds broken images on purpose",
+			files: map[string]string{"boot/config.json": `{"os_var":`},
+			extra: []string{"--no-validate"},
+		},
+		{
+			name:   "bad reference",
+			files:  map[string]string{},
+			extra:  []string{"--ref", "Bad Name"},
+			code:   2,
+			stderr: "image reference",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, tc.files)
+			out := filepath.Join(t.TempDir(), "img.tar")
+			args := append([]string{"image", "build", dir, "-o", out, "--ref", "t/img:1"}, tc.extra...)
+			code, stdout, stderr := runCmd(t, args...)
+			if code != tc.code || !strings.Contains(stderr, tc.stderr) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.stderr)
+			}
+			if code != 0 {
+				if _, err := os.Stat(out); err == nil {
+					t.Fatal("a failed build left its output file")
+				}
+				return
+			}
+			if !strings.Contains(stdout, "docker.io/t/img:1 sha256:") {
+				t.Errorf("stdout %q does not name the image and its digest", stdout)
+			}
+			cfg := imageConfig(t, out)
+			if got := strings.Join(cfg.Config.Cmd, " "); got != tc.wantCmd {
+				t.Errorf("Cmd = %q, want %q", got, tc.wantCmd)
+			}
+		})
+	}
+}
