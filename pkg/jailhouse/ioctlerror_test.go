@@ -7,18 +7,16 @@ import (
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/runphi/runphi/pkg/jailhouse/internal/abi"
 )
 
 func TestIoctlErrorKeepsErrno(t *testing.T) {
 	err := fmt.Errorf("create partition: %w",
-		&IoctlError{Request: RequestCellCreate, Cell: "demo", Errno: unix.EBUSY})
-	if !errors.Is(err, unix.EBUSY) {
+		&IoctlError{Request: RequestCellCreate, Cell: "demo", Errno: syscall.EBUSY})
+	if !errors.Is(err, syscall.EBUSY) {
 		t.Errorf("errors.Is(%v, EBUSY) = false", err)
 	}
-	if errors.Is(err, unix.EINVAL) {
+	if errors.Is(err, syscall.EINVAL) {
 		t.Errorf("errors.Is(%v, EINVAL) = true", err)
 	}
 	var ie *IoctlError
@@ -33,33 +31,33 @@ func TestIoctlErrorMessage(t *testing.T) {
 		err  IoctlError
 		want []string // substrings of Error()
 	}{
-		{"create busy names the cpu ownership", IoctlError{RequestCellCreate, "demo", unix.EBUSY},
+		{"create busy names the cpu ownership", IoctlError{RequestCellCreate, "demo", syscall.EBUSY},
 			[]string{"JAILHOUSE_CELL_CREATE", `cell "demo"`, "device or resource busy", "not owned by the root cell"}},
-		{"create exists", IoctlError{RequestCellCreate, "demo", unix.EEXIST},
+		{"create exists", IoctlError{RequestCellCreate, "demo", syscall.EEXIST},
 			[]string{"a cell with that name exists"}},
-		{"create einval covers disabled", IoctlError{RequestCellCreate, "demo", unix.EINVAL},
+		{"create einval covers disabled", IoctlError{RequestCellCreate, "demo", syscall.EINVAL},
 			[]string{"not a valid cell config, revision mismatch, or jailhouse not enabled"}},
-		{"create eperm", IoctlError{RequestCellCreate, "demo", unix.EPERM},
+		{"create eperm", IoctlError{RequestCellCreate, "demo", syscall.EPERM},
 			[]string{"another cell is running/locked or the cell refused"}},
-		{"create too big", IoctlError{RequestCellCreate, "demo", unix.E2BIG},
+		{"create too big", IoctlError{RequestCellCreate, "demo", syscall.E2BIG},
 			[]string{"16 pages"}},
-		{"load einval is about regions", IoctlError{RequestCellLoad, "demo", unix.EINVAL},
+		{"load einval is about regions", IoctlError{RequestCellLoad, "demo", syscall.EINVAL},
 			[]string{"WRITE|LOADABLE"}},
-		{"start unknown cell", IoctlError{RequestCellStart, "ghost", unix.ENOENT},
+		{"start unknown cell", IoctlError{RequestCellStart, "ghost", syscall.ENOENT},
 			[]string{"no cell with that name exists"}},
-		{"destroy refused", IoctlError{RequestCellDestroy, "demo", unix.EPERM},
+		{"destroy refused", IoctlError{RequestCellDestroy, "demo", syscall.EPERM},
 			[]string{"refused"}},
-		{"enable twice", IoctlError{RequestEnable, "", unix.EBUSY},
+		{"enable twice", IoctlError{RequestEnable, "", syscall.EBUSY},
 			[]string{"JAILHOUSE_ENABLE: device or resource busy (jailhouse is already enabled)"}},
-		{"enable without firmware", IoctlError{RequestEnable, "", unix.ENOENT},
+		{"enable without firmware", IoctlError{RequestEnable, "", syscall.ENOENT},
 			[]string{"/lib/firmware"}},
-		{"disable when disabled", IoctlError{RequestDisable, "", unix.EINVAL},
+		{"disable when disabled", IoctlError{RequestDisable, "", syscall.EINVAL},
 			[]string{"jailhouse is not enabled"}},
-		{"any request interrupted", IoctlError{RequestCellStart, "demo", unix.EINTR},
+		{"any request interrupted", IoctlError{RequestCellStart, "demo", syscall.EINTR},
 			[]string{"interrupted by a signal"}},
-		{"console disabled", IoctlError{RequestConsoleRead, "", unix.EAGAIN},
+		{"console disabled", IoctlError{RequestConsoleRead, "", syscall.EAGAIN},
 			[]string{"not enabled"}},
-		{"console without flag", IoctlError{RequestConsoleRead, "", unix.EPERM},
+		{"console without flag", IoctlError{RequestConsoleRead, "", syscall.EPERM},
 			[]string{"VIRTUAL_DEBUG_CONSOLE"}},
 	}
 	for _, tt := range tests {
