@@ -1,0 +1,30 @@
+// Package partition turns a container into a Jailhouse cell ("partition")
+// and back.
+//
+// It owns everything between the container world and the hypervisor ABI:
+//   - the boot description an image ships in /boot/config.json (bootdesc.go),
+//   - the board profile that says which CPUs, RAM and devices partitions may
+//     use on a machine and what its root cell looks like (board.go),
+//   - the resources a container asks for in its OCI spec (request.go),
+//   - the node-wide ledger of what every partition holds (ledger.go),
+//   - the cell configuration generated for one partition (plan.go,
+//     generate.go), and
+//   - the live partition: create, load, start, shutdown, destroy, with
+//     rollback of every step on failure (partition.go).
+//
+// It does not own the binary config format or the driver (package jailhouse),
+// nor anything of containerd (package shim): errors leave this package
+// wrapped with containerd's errdefs sentinels, and driver errors keep their
+// errno so errors.Is(err, unix.EBUSY) holds.
+//
+// Invariants:
+//   - Nothing read from an image leaves the image's rootfs: every file is
+//     opened through an os.Root, so symlinks and ".." cannot reach the host.
+//   - An image asks for sizes, never addresses it did not declare as its own
+//     load address: CPUs and RAM come from the ledger, everything else from
+//     the board profile.
+//   - A ledger entry exists for every cell this package created and has not
+//     destroyed; it is released only once the cell is known to be gone.
+//   - Create is all-or-nothing: on any error no cell and no ledger entry is
+//     left behind.
+package partition

@@ -1,0 +1,416 @@
+package partition
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+)
+
+// Options are the inputs of Create. Every field is required.
+type Options struct {
+	// ID and Namespace identify the container; the ledger owner is
+	// "<Namespace>/<ID>".
+	ID, Namespace string
+	// Rootfs is the host path of the mounted rootfs.
+	Rootfs string
+	// Spec is the container's OCI spec (nil means no resource limits).
+	Spec *specs.Spec
+	// Board is the board profile of this node.
+	Board *Board
+	// Driver drives the hypervisor (the device or the simulator).
+	Driver jailhouse.Driver
+	// Ledger is the node-wide resource ledger.
+	Ledger *Ledger
+}
+
+// Partition is a cell created for one container. Its methods are safe for
+// concurrent use.
+type Partition struct {
+	owner    string
+	driver   jailhouse.Driver
+	ledger   *Ledger
+	alloc    Allocation
+	cell     *jailhouse.Cell
+	loadAddr uint64
+
+	// destroyMu serialises Destroy; it guards destroyed.
+	destroyMu sync.Mutex
+	// destroyed is set once the cell is gone and the ledger entry released,
+	// so a repeated Destroy cannot touch a later cell that reuses the name.
+	destroyed bool
+}
+
+// Record is what a later process needs to destroy a partition whose shim
+// died: JSON-serialisable, written next to the task's state.
+type Record struct {
+	// Owner is the ledger owner, "<namespace>/<container id>".
+	Owner string `json:"owner"`
+	// Cell is the Jailhouse cell name.
+	Cell string `json:"cell"`
+	// Ledger is the path of the ledger file.
+	Ledger string `json:"ledger"`
+}
+
+// Create turns a container into a loaded, not yet started partition: read
+// the boot description, compute the request, allocate, plan, encode, create
+// the cell and load the payload. Any failure undoes every earlier step (the
+// cell is destroyed if it was created, the ledger entry released) and is
+// returned wrapping an errdefs sentinel:
+//   - errdefs.ErrInvalidArgument: a bad image or spec (a *BootDescriptionError
+//     for the boot description and the payload);
+//   - errdefs.ErrFailedPrecondition: an image without a boot description
+//     (with ErrNoBootDescription), a bad board, or a driver refusal (the
+//     errno is kept: errors.Is(err, unix.EBUSY) holds);
+//   - errdefs.ErrResourceExhausted: not enough CPUs or RAM left (an
+//     *ExhaustedError), or the hypervisor out of memory (ENOMEM);
+//   - errdefs.ErrAlreadyExists: the container already has a partition;
+//   - errdefs.ErrNotImplemented: a Linux, ELF or RPU payload, which arrive
+//     with issue 6.
+//
+// The payload is a raw binary, loaded at LoadAddress and no larger than the
+// partition RAM; it is read through the rootfs, never outside it.
+func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
+	if o.Board == nil || o.Driver == nil || o.Ledger == nil || o.ID == "" || o.Namespace == "" {
+		return nil, fmt.Errorf("partition: Options need ID, Namespace, Board, Driver and Ledger: %w", errdefs.ErrInvalidArgument)
+	}
+	owner := o.Namespace + "/" + o.ID
+	logger := log.G(ctx).WithField("owner", owner)
+
+	root, err := os.OpenRoot(o.Rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("open rootfs %s: %w: %w", o.Rootfs, err, errdefs.ErrFailedPrecondition)
+	}
+	defer root.Close()
+
+	desc, err := readBootDescription(root)
+	if errors.Is(err, ErrNoBootDescription) {
+		return nil, fmt.Errorf("rootfs %s: %w: %w", o.Rootfs, err, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if keys := desc.UnknownKeys(); len(keys) > 0 {
+		logger.WithField("file", desc.File).WithField("keys", keys).Warn("boot description: ignoring unknown keys")
+	}
+	switch {
+	case desc.IsLinux():
+		return nil, notImplemented(desc, "os_var", `"linux" (Linux inmates arrive with issue 6)`)
+	case desc.RPUReq:
+		return nil, notImplemented(desc, "rpu_req", "RPU partitions arrive with issue 6")
+	}
+	if desc.NetEnabled {
+		logger.WithField("net", desc.Net).Debug("boot description asks for networking; partitions have none yet")
+	}
+
+	req, err := RequestFromSpec(o.Spec, o.Board)
+	if err != nil {
+		return nil, err
+	}
+	// Check the fit in the cell's address space before taking anything.
+	if err := checkAddressSpace(o.Board, req.Memory, desc); err != nil {
+		return nil, err
+	}
+	payload, err := readPayload(root, desc, req.Memory)
+	if err != nil {
+		return nil, err
+	}
+
+	alloc, err := o.Ledger.Allocate(owner, o.Board, req)
+	if err != nil {
+		return nil, fmt.Errorf("allocate partition for %s: %w", owner, err)
+	}
+	defer func() {
+		if retErr != nil {
+			if err := o.Ledger.Release(owner); err != nil {
+				logger.WithError(err).Error("rollback: release ledger entry")
+			}
+		}
+	}()
+	logger = logger.WithField("cell", alloc.Cell)
+
+	cell, err := Plan(o.Board, req, desc, alloc)
+	if err != nil {
+		return nil, err
+	}
+	load := LoadAddress(o.Board, desc)
+	if err := checkImage(cell, desc, load, len(payload)); err != nil {
+		return nil, err
+	}
+	config, err := cell.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("encode cell %q: %w: %w", cell.Name, err, errdefs.ErrInternal)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	logger.WithField("cpus", jailhouse.FormatCPUList(alloc.CPUs)).
+		WithField("ram", formatRanges(alloc.RAM)).
+		WithField("load", fmt.Sprintf("%#x", load)).
+		Debug("create cell")
+
+	if err := o.Driver.CreateCell(config); err != nil {
+		return nil, driverError("create cell", cell.Name, err)
+	}
+	defer func() {
+		if retErr != nil {
+			if err := destroyCell(o.Driver, cell.Name); err != nil {
+				logger.WithError(err).Error("rollback: destroy cell")
+			}
+		}
+	}()
+	if err := o.Driver.LoadCell(cell.Name, jailhouse.Image{Data: payload, Target: load}); err != nil {
+		return nil, driverError("load cell", cell.Name, err)
+	}
+	return &Partition{
+		owner: owner, driver: o.Driver, ledger: o.Ledger,
+		alloc: alloc, cell: cell, loadAddr: load,
+	}, nil
+}
+
+// Name returns the cell name.
+func (p *Partition) Name() string { return p.alloc.Cell }
+
+// Owner returns the ledger owner, "<namespace>/<container id>".
+func (p *Partition) Owner() string { return p.owner }
+
+// Allocation returns what the partition holds.
+func (p *Partition) Allocation() Allocation {
+	a := p.alloc
+	a.CPUs = slices.Clone(a.CPUs)
+	a.RAM = slices.Clone(a.RAM)
+	return a
+}
+
+// Config returns a copy of the cell configuration the partition was created
+// with.
+func (p *Partition) Config() *jailhouse.Cell {
+	c := cloneCell(p.cell)
+	return &c
+}
+
+// LoadAddress returns the cell address the payload was loaded at.
+func (p *Partition) LoadAddress() uint64 { return p.loadAddr }
+
+// Start starts the cell at its cpu_reset_address (CELL_START). Starting a
+// running cell restarts it.
+func (p *Partition) Start(ctx context.Context) error {
+	if err := p.driver.StartCell(p.Name()); err != nil {
+		return driverError("start cell", p.Name(), err)
+	}
+	return nil
+}
+
+// State returns the cell state sysfs reports. A cell that no longer exists
+// is errdefs.ErrNotFound.
+func (p *Partition) State() (jailhouse.CellState, error) {
+	info, err := p.driver.Cell(p.Name())
+	if errors.Is(err, jailhouse.ErrCellNotFound) {
+		return jailhouse.StateInvalid, fmt.Errorf("cell %q: %w: %w", p.Name(), err, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return jailhouse.StateInvalid, fmt.Errorf("cell %q: %w", p.Name(), err)
+	}
+	return info.State, nil
+}
+
+// Shutdown stops the cell and leaves it loadable ("jailhouse cell
+// shutdown": CELL_LOAD with no image). The cell and its resources stay until
+// Destroy.
+func (p *Partition) Shutdown(ctx context.Context) error {
+	if err := p.driver.LoadCell(p.Name()); err != nil {
+		return driverError("shut down cell", p.Name(), err)
+	}
+	return nil
+}
+
+// Destroy destroys the cell (a cell already gone is fine) and then releases
+// the ledger entry. It is idempotent. If the cell cannot be destroyed the
+// ledger entry stays, because the cell still holds its CPUs and RAM.
+func (p *Partition) Destroy(ctx context.Context) error {
+	p.destroyMu.Lock()
+	defer p.destroyMu.Unlock()
+	if p.destroyed {
+		return nil
+	}
+	if err := destroyCell(p.driver, p.Name()); err != nil {
+		return err
+	}
+	if err := p.ledger.Release(p.owner); err != nil {
+		return fmt.Errorf("release %s: %w", p.owner, err)
+	}
+	p.destroyed = true
+	return nil
+}
+
+// Console opens the cell's own console stream when the driver offers one
+// (jailhouse.CellConsoler). Otherwise it returns nil, nil: there is no
+// per-cell console yet on real hardware, where the inmate writes to the
+// UART it shares with the root cell.
+func (p *Partition) Console() (io.ReadCloser, error) {
+	cc, ok := p.driver.(jailhouse.CellConsoler)
+	if !ok {
+		return nil, nil
+	}
+	r, err := cc.OpenCellConsole(p.Name())
+	if err != nil {
+		return nil, fmt.Errorf("open console of cell %q: %w", p.Name(), err)
+	}
+	return r, nil
+}
+
+// Record returns what DestroyRecord needs after a crash.
+func (p *Partition) Record() Record {
+	return Record{Owner: p.owner, Cell: p.Name(), Ledger: p.ledger.Path()}
+}
+
+// DestroyRecord destroys the partition r describes, for a process that did
+// not create it (the shim's delete after a crash). l may be nil, then the
+// ledger at r.Ledger is used. When the ledger no longer has r.Owner, the
+// cell is destroyed only if no other ledger entry claims its name, so a
+// stale record never destroys someone else's cell.
+func DestroyRecord(ctx context.Context, d jailhouse.Driver, l *Ledger, r Record) error {
+	if r.Owner == "" || r.Cell == "" {
+		return fmt.Errorf("partition record %+v: owner and cell are required: %w", r, errdefs.ErrInvalidArgument)
+	}
+	if l == nil {
+		if r.Ledger == "" {
+			return fmt.Errorf("partition record of %s names no ledger: %w", r.Owner, errdefs.ErrInvalidArgument)
+		}
+		l = OpenLedger(r.Ledger)
+	}
+	entries, err := l.Entries()
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Cell == r.Cell && e.Owner != r.Owner {
+			log.G(ctx).WithField("cell", r.Cell).WithField("owner", e.Owner).
+				Warn("record names a cell another container now owns; leaving it")
+			return l.Release(r.Owner)
+		}
+	}
+	if err := destroyCell(d, r.Cell); err != nil {
+		return err
+	}
+	if err := l.Release(r.Owner); err != nil {
+		return fmt.Errorf("release %s: %w", r.Owner, err)
+	}
+	return nil
+}
+
+// destroyCell destroys a cell; a cell that does not exist (or a hypervisor
+// that is not there, which means no cell exists) is success.
+func destroyCell(d jailhouse.Driver, name string) error {
+	err := d.DestroyCell(name)
+	if err == nil || cellGone(d, name, err) {
+		return nil
+	}
+	return driverError("destroy cell", name, err)
+}
+
+// cellGone reports whether err (from a request on the cell) means the cell
+// does not exist, asking the driver when the errno alone does not tell.
+func cellGone(d jailhouse.Driver, name string, err error) bool {
+	if errors.Is(err, jailhouse.ErrCellNotFound) || errors.Is(err, jailhouse.ErrNotLoaded) || errors.Is(err, unix.ENOENT) {
+		return true
+	}
+	if enabled, eerr := d.Enabled(); eerr == nil && !enabled {
+		return true
+	}
+	_, cerr := d.Cell(name)
+	return errors.Is(cerr, jailhouse.ErrCellNotFound)
+}
+
+// driverError classifies a refusal of the driver: ENOMEM (hypervisor memory
+// pool exhausted) is ResourceExhausted, anything else FailedPrecondition.
+// The driver error stays in the chain, errno included.
+func driverError(op, cell string, err error) error {
+	var class error = errdefs.ErrFailedPrecondition
+	if errors.Is(err, unix.ENOMEM) {
+		class = errdefs.ErrResourceExhausted
+	}
+	return fmt.Errorf("%s %q: %w (%w)", op, cell, err, class)
+}
+
+func notImplemented(d *BootDescription, key, what string) error {
+	return fmt.Errorf("boot description %s: key %q: %s: %w", d.File, key, what, errdefs.ErrNotImplemented)
+}
+
+// elfMagic starts every ELF file.
+var elfMagic = []byte{0x7f, 'E', 'L', 'F'}
+
+// readPayload reads the raw-binary inmate through the rootfs, refusing
+// payloads larger than the partition RAM (limit) before reading them.
+func readPayload(root *os.Root, d *BootDescription, limit uint64) ([]byte, error) {
+	fail := func(err error) error {
+		return &BootDescriptionError{File: d.File, Key: "inmate", Err: err}
+	}
+	f, err := root.Open(imageRel(d.Inmate))
+	if err != nil {
+		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, imageFileError(err)))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fail(fmt.Errorf("payload %s is not a regular file (%s)", d.Inmate, fi.Mode().Type()))
+	}
+	size := fi.Size()
+	if size == 0 {
+		return nil, fail(fmt.Errorf("payload %s is empty", d.Inmate))
+	}
+	if uint64(size) > limit {
+		return nil, fail(fmt.Errorf("payload %s is %s, more than the partition's %s of RAM (raise linux.resources.memory.limit)",
+			d.Inmate, formatSize(uint64(size)), formatSize(limit)))
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
+	}
+	if bytes.HasPrefix(data, elfMagic) {
+		return nil, fmt.Errorf("boot description %s: key %q: payload %s is an ELF file; ELF payloads arrive with issue 6, ship a raw binary (objcopy -O binary): %w",
+			d.File, "inmate", d.Inmate, errdefs.ErrNotImplemented)
+	}
+	return data, nil
+}
+
+// checkImage checks, as the driver will, that the payload lies entirely in
+// the first region containing its target, and that the region is
+// WRITE|LOADABLE.
+func checkImage(c *jailhouse.Cell, d *BootDescription, target uint64, size int) error {
+	key := "inmate"
+	if d.HasStartingVAddress {
+		key = "starting_vaddress"
+	}
+	img := Range{target, target + uint64(size)}
+	for _, m := range c.MemoryRegions {
+		r := Range{m.VirtStart, m.VirtStart + m.Size}
+		if target < r.Start || target >= r.End {
+			continue
+		}
+		if m.Flags&(jailhouse.MemWrite|jailhouse.MemLoadable) != jailhouse.MemWrite|jailhouse.MemLoadable {
+			break
+		}
+		if !r.Contains(img) {
+			return &BootDescriptionError{File: d.File, Key: key, Err: fmt.Errorf(
+				"payload %s at %s (%s) does not fit the loadable RAM at %s", d.Inmate, img, formatSize(uint64(size)), r)}
+		}
+		return nil
+	}
+	return &BootDescriptionError{File: d.File, Key: key, Err: fmt.Errorf(
+		"payload %s at %s is not in a loadable region of cell %q", d.Inmate, img, c.Name)}
+}
