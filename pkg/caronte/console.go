@@ -1,0 +1,324 @@
+package caronte
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/log"
+)
+
+// chunkSize is how much the pump reads from the console, and writes to the
+// FIFO, at a time. Together with the ring it bounds the pump's memory:
+// ConsoleBuffer + 2*chunkSize.
+const chunkSize = 32 << 10
+
+// closeWait bounds how long the pump waits for its reader goroutine to return
+// after closing the console stream.
+const closeWait = 500 * time.Millisecond
+
+// pump copies a cell's console stream into the stdout file through a bounded
+// ring. One goroutine reads the console into the ring and never blocks on
+// the FIFO; another writes the ring to the FIFO and may block there when the
+// client's reader stalls. When the ring is full the oldest output is dropped
+// and a marker line takes its place (docs/console.md).
+type pump struct {
+	src io.ReadCloser // the cell's console; nil if it has none
+	dst *os.File      // stdout; nil means /dev/null
+	log *log.Entry
+
+	readDone  chan struct{} // closed when readLoop returns (immediately if src is nil)
+	writeDone chan struct{} // closed when writeLoop returns (immediately if dst is nil)
+	closeSrc  sync.Once     // src is closed once, by finish or stop
+
+	mu       sync.Mutex // guards the fields below
+	cond     *sync.Cond // on mu: signalled when ring, dropped or flushing change
+	ring     ring       // console output not yet taken by writeLoop
+	dropped  int64      // bytes dropped since the last marker was taken
+	lastByte byte       // last byte taken from the ring, '\n' before any
+	lastRead time.Time  // when readLoop last got data
+	flushing bool       // no more input will come: writeLoop empties the ring and returns
+	discard  bool       // the writer has stopped: readLoop throws input away
+}
+
+func newPump(src io.ReadCloser, dst *os.File, bufSize int, l *log.Entry) *pump {
+	p := &pump{
+		src:       src,
+		dst:       dst,
+		log:       l,
+		readDone:  make(chan struct{}),
+		writeDone: make(chan struct{}),
+		ring:      ring{max: bufSize},
+		lastByte:  '\n',
+		discard:   dst == nil,
+	}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+// start launches the reader and writer goroutines. They are not tracked by
+// the Proxy's WaitGroup: a console whose Close does not interrupt Read would
+// otherwise hang Close; finish and stop wait for them with a bound instead.
+func (p *pump) start() {
+	if p.src == nil {
+		close(p.readDone)
+	} else {
+		go p.readLoop()
+	}
+	if p.dst == nil {
+		close(p.writeDone)
+	} else {
+		go p.writeLoop()
+	}
+}
+
+func (p *pump) readLoop() {
+	defer close(p.readDone)
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := p.src.Read(buf)
+		if n > 0 {
+			p.push(buf[:n])
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) && !errors.Is(err, os.ErrClosed) {
+				p.log.WithError(err).Warn("read cell console")
+			}
+			return
+		}
+	}
+}
+
+// push appends console output to the ring, dropping the oldest bytes when
+// it is full. It never blocks on the FIFO.
+func (p *pump) push(b []byte) {
+	p.mu.Lock()
+	p.lastRead = time.Now()
+	if p.discard {
+		p.mu.Unlock()
+		return
+	}
+	dropped := p.ring.write(b)
+	firstDrop := dropped > 0 && p.dropped == 0
+	p.dropped += int64(dropped)
+	p.cond.Signal()
+	p.mu.Unlock()
+	if firstDrop {
+		p.log.WithField("buffer", p.ring.max).Warn("stdout reader is not keeping up, dropping oldest console output")
+	}
+}
+
+// takeLocked fills buf with the next output to write: a drop marker if bytes
+// were dropped since the last take, then ring data. p.mu must be held.
+func (p *pump) takeLocked(buf []byte) []byte {
+	out := buf[:0]
+	if p.dropped > 0 {
+		if p.lastByte != '\n' {
+			out = append(out, '\n') // the marker gets a line of its own
+		}
+		out = fmt.Appendf(out, "[runphi: dropped %d bytes of console output]\n", p.dropped)
+		p.dropped = 0
+	}
+	n := p.ring.read(buf[len(out):cap(buf)])
+	out = buf[:len(out)+n]
+	if len(out) > 0 {
+		p.lastByte = out[len(out)-1]
+	}
+	return out
+}
+
+func (p *pump) writeLoop() {
+	defer close(p.writeDone)
+	// Room for a full chunk of data plus a marker.
+	buf := make([]byte, 0, chunkSize+128)
+	for {
+		p.mu.Lock()
+		for p.ring.n == 0 && p.dropped == 0 && !p.flushing {
+			p.cond.Wait()
+		}
+		if p.ring.n == 0 && p.dropped == 0 {
+			p.mu.Unlock()
+			return // flushing and empty
+		}
+		out := p.takeLocked(buf)
+		p.mu.Unlock()
+
+		n, err := p.dst.Write(out)
+		if err != nil {
+			p.mu.Lock()
+			lost := int64(len(out)-n) + int64(p.ring.n) + p.dropped
+			p.discard = true
+			p.ring = ring{max: p.ring.max}
+			p.dropped = 0
+			flushing := p.flushing
+			p.mu.Unlock()
+			l := p.log.WithError(err).WithField("lost_bytes", lost)
+			if flushing && errors.Is(err, os.ErrDeadlineExceeded) {
+				l.Warn("stdout reader stalled at exit, dropping the rest of the console output")
+			} else {
+				l.Error("write console output to stdout, dropping further output")
+			}
+			return
+		}
+	}
+}
+
+// finish ends the pump after the cell stopped: it lets the console drain
+// until EOF, or until no output has arrived for idle (the inmate has stopped,
+// so what it wrote is already in the stream), or until timeout; closes the
+// console; then writes out the ring within timeout. abort, when closed,
+// skips the waits. It returns when the writer has stopped; dst stays open.
+func (p *pump) finish(timeout, idle time.Duration, abort <-chan struct{}) {
+	start := time.Now()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	if p.src != nil {
+	drain:
+		for {
+			p.mu.Lock()
+			last := p.lastRead
+			p.mu.Unlock()
+			if last.Before(start) {
+				last = start
+			}
+			wait := idle - time.Since(last)
+			if wait <= 0 {
+				break // idle: the console has nothing more for us
+			}
+			idleTimer := time.NewTimer(wait)
+			select {
+			case <-p.readDone:
+				idleTimer.Stop()
+				break drain
+			case <-deadline.C:
+				idleTimer.Stop()
+				p.log.WithField("timeout", timeout).Warn("cell console still producing output after the cell stopped, closing it")
+				break drain
+			case <-abort:
+				idleTimer.Stop()
+				break drain
+			case <-idleTimer.C:
+			}
+		}
+		p.closeSource()
+	}
+	p.stopWriter(timeout, abort)
+}
+
+// stop ends the pump at once (Close before exit): no drain, no flush wait.
+func (p *pump) stop() {
+	if p.src != nil {
+		p.closeSource()
+	}
+	closed := make(chan struct{})
+	close(closed)
+	p.stopWriter(0, closed)
+}
+
+// closeSource closes the console stream and waits, bounded, for readLoop.
+func (p *pump) closeSource() {
+	p.closeSrc.Do(func() {
+		if err := p.src.Close(); err != nil {
+			p.log.WithError(err).Debug("close cell console")
+		}
+	})
+	select {
+	case <-p.readDone:
+	case <-time.After(closeWait):
+		p.log.Warn("cell console reader did not return after close, abandoning it")
+	}
+}
+
+// stopWriter lets writeLoop empty the ring into dst within timeout (or
+// stops it at once if abort is closed) and waits for it to return.
+func (p *pump) stopWriter(timeout time.Duration, abort <-chan struct{}) {
+	p.mu.Lock()
+	p.flushing = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	if p.dst == nil {
+		return
+	}
+	select {
+	case <-abort:
+		timeout = 0
+	default:
+	}
+	// A write parked on a full FIFO wakes up when the deadline passes. Files
+	// that do not support deadlines (regular files, /dev/null) never block.
+	if err := p.dst.SetWriteDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, os.ErrNoDeadline) {
+		p.log.WithError(err).Debug("set stdout write deadline")
+	}
+	select {
+	case <-p.writeDone:
+	case <-time.After(timeout + closeWait):
+		p.log.Warn("console writer did not stop in time, closing stdout under it")
+	}
+}
+
+// ring is a FIFO byte queue of at most max bytes that drops its oldest bytes
+// to make room. Its storage grows on demand up to max, so an idle or
+// well-drained console does not cost max bytes. Not safe for concurrent use.
+type ring struct {
+	buf  []byte
+	r, n int // read offset and length in buf
+	max  int
+}
+
+// write appends b and returns how many of the oldest bytes (already queued
+// or at the front of b) were dropped to keep at most max bytes.
+func (q *ring) write(b []byte) (dropped int) {
+	if len(b) == 0 {
+		return 0
+	}
+	if len(b) >= q.max {
+		dropped = q.n + len(b) - q.max
+		b = b[len(b)-q.max:]
+		q.r, q.n = 0, 0
+	} else if over := q.n + len(b) - q.max; over > 0 {
+		q.discard(over)
+		dropped = over
+	}
+	q.grow(q.n + len(b))
+	w := (q.r + q.n) % len(q.buf)
+	c := copy(q.buf[w:], b)
+	copy(q.buf, b[c:])
+	q.n += len(b)
+	return dropped
+}
+
+// read moves up to len(p) bytes out of the queue into p.
+func (q *ring) read(p []byte) int {
+	n := min(len(p), q.n)
+	if n == 0 {
+		return 0
+	}
+	c := copy(p[:n], q.buf[q.r:])
+	copy(p[c:n], q.buf)
+	q.discard(n)
+	return n
+}
+
+func (q *ring) discard(n int) {
+	q.n -= n
+	if q.n == 0 {
+		q.r = 0
+		return
+	}
+	q.r = (q.r + n) % len(q.buf)
+}
+
+// grow makes room for need bytes (need <= max), keeping the queued bytes.
+func (q *ring) grow(need int) {
+	if need <= len(q.buf) {
+		return
+	}
+	size := min(max(need, 2*len(q.buf), 4096), q.max)
+	buf := make([]byte, size)
+	n := q.n
+	q.read(buf[:n])
+	q.buf, q.r, q.n = buf, 0, n
+}

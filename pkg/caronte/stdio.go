@@ -1,0 +1,156 @@
+package caronte
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+)
+
+// IO names the task's stdio as CreateTaskRequest carries it. Each field is a
+// FIFO path made by the client, a fifo:// or file:// URI, or "" for
+// /dev/null.
+type IO struct {
+	Stdin, Stdout, Stderr string
+	// Terminal asks for a pty. Until ptys are implemented the console goes
+	// to Stdout as plain output.
+	Terminal bool
+}
+
+// stdio holds the task's open stdio files. Each is nil when its path was "".
+// The files are opened so that no open, write or close can block forever:
+// see openInput and openOutput.
+type stdio struct {
+	stdin  *os.File
+	stdout *os.File
+	stderr *os.File
+}
+
+// openStdio opens all three stdio paths, or none.
+func openStdio(io IO) (_ *stdio, retErr error) {
+	s := &stdio{}
+	defer func() {
+		if retErr != nil {
+			s.closeAll()
+		}
+	}()
+	var err error
+	if s.stdin, err = openInput(io.Stdin); err != nil {
+		return nil, fmt.Errorf("open stdin: %w", err)
+	}
+	if s.stdout, err = openOutput(io.Stdout); err != nil {
+		return nil, fmt.Errorf("open stdout: %w", err)
+	}
+	if s.stderr, err = openOutput(io.Stderr); err != nil {
+		return nil, fmt.Errorf("open stderr: %w", err)
+	}
+	return s, nil
+}
+
+// closeOutputs closes stdout and stderr, so that the client's copiers reach
+// EOF. It is idempotent.
+func (s *stdio) closeOutputs() error {
+	var errs []error
+	for _, f := range []**os.File{&s.stdout, &s.stderr} {
+		if *f != nil {
+			if err := (*f).Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, err)
+			}
+			*f = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closeAll closes every file. It is idempotent.
+func (s *stdio) closeAll() error {
+	err := s.closeOutputs()
+	if s.stdin != nil {
+		if cerr := s.stdin.Close(); cerr != nil && !errors.Is(cerr, os.ErrClosed) {
+			err = errors.Join(err, cerr)
+		}
+		s.stdin = nil
+	}
+	return err
+}
+
+// stdioPath returns the file path of a stdio name and whether it is a
+// file:// URI (a regular file to append to).
+func stdioPath(name string) (path string, isFile bool, err error) {
+	if !strings.Contains(name, "://") {
+		return name, false, nil
+	}
+	u, err := url.Parse(name)
+	if err != nil {
+		return "", false, fmt.Errorf("parse stdio URI %q: %w: %w", name, errdefs.ErrInvalidArgument, err)
+	}
+	switch u.Scheme {
+	case "fifo":
+		return u.Path, false, nil
+	case "file":
+		return u.Path, true, nil
+	default:
+		// binary:// loggers need a process of their own; not yet.
+		return "", false, fmt.Errorf("stdio URI %q: scheme %q: %w", name, u.Scheme, errdefs.ErrNotImplemented)
+	}
+}
+
+// openInput opens the stdin FIFO read-only and non-blocking: a blocking open
+// waits for a writer, and a client that never opens its end would hang Create
+// forever (containerd#2551). Caronte does not read it yet (inmates take no
+// input); holding the fd keeps the client's writes from failing with EPIPE.
+func openInput(name string) (*os.File, error) {
+	if name == "" {
+		return nil, nil
+	}
+	path, _, err := stdioPath(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
+	}
+	return f, nil
+}
+
+// openOutput opens stdout or stderr for writing without ever blocking.
+//
+// A FIFO is opened O_RDWR: on Linux that never waits for a reader, and
+// because caronte then holds a read end itself, writes never fail with EPIPE
+// when the client's reader goes away; the FIFO keeps working for a reader
+// that comes back (containerd reattaches after a restart). O_NONBLOCK puts
+// the fd in Go's poller, so a write into a full FIFO parks the goroutine and
+// honours write deadlines and Close instead of wedging a thread.
+//
+// Anything else (a regular file, /dev/null, a file:// URI) is opened for
+// appending; writes to those do not block.
+func openOutput(name string) (*os.File, error) {
+	if name == "" {
+		return nil, nil
+	}
+	path, isFile, err := stdioPath(name)
+	if err != nil {
+		return nil, err
+	}
+	var f *os.File
+	if isFile {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	} else {
+		flag := os.O_WRONLY | os.O_APPEND
+		if fi, serr := os.Stat(path); serr == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+			flag = os.O_RDWR
+		}
+		// O_NONBLOCK also covers a path that became a FIFO after the Stat:
+		// a write-only open then fails with ENXIO instead of blocking.
+		f, err = os.OpenFile(path, flag|syscall.O_NONBLOCK, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
+	}
+	return f, nil
+}
