@@ -257,6 +257,11 @@ func (p *pump) stopWriter(timeout time.Duration, abort <-chan struct{}) {
 	case <-time.After(timeout + closeWait):
 		p.log.Warn("console writer did not stop in time, closing stdout under it")
 	}
+	// A console reader abandoned by closeSource may still push: drop it.
+	p.mu.Lock()
+	p.discard = true
+	p.ring = ring{max: p.ring.max}
+	p.mu.Unlock()
 }
 
 // ring is a FIFO byte queue of at most max bytes that drops its oldest bytes

@@ -12,9 +12,9 @@ import (
 // Exit statuses of a partition that stopped without being signalled
 // (docs/exit-status.md).
 const (
-	StatusShutDown  = 0   // the inmate shut itself down
-	StatusFailed    = 255 // the cell failed (or its comm ABI did not match)
-	StatusDestroyed = 128 + uint32(syscall.SIGKILL)
+	StatusShutDown  uint32 = 0                             // the inmate shut itself down
+	StatusFailed    uint32 = 255                           // the cell failed (or its comm ABI did not match)
+	StatusDestroyed uint32 = 128 + uint32(syscall.SIGKILL) // the cell was destroyed outside runphi
 )
 
 // watch is the cell-state watcher. It polls the cell every PollInterval
