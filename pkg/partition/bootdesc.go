@@ -411,9 +411,10 @@ func jsonError(data []byte, err error) error {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		return fmt.Errorf("invalid JSON at %s: %v", location(data, se.Offset), se)
+		// Offset counts the bytes read, the bad one included.
+		return fmt.Errorf("invalid JSON at %s: %v", location(data, se.Offset-1), se)
 	case errors.As(err, &te):
-		return fmt.Errorf("invalid JSON at %s: top level is a JSON %s, want an object", location(data, te.Offset), te.Value)
+		return fmt.Errorf("invalid JSON at %s: top level is a JSON %s, want an object", location(data, te.Offset-1), te.Value)
 	case errors.Is(err, io.EOF):
 		return errors.New("invalid JSON: the file is empty")
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -422,8 +423,9 @@ func jsonError(data []byte, err error) error {
 	return fmt.Errorf("invalid JSON: %v", err)
 }
 
-// location renders a byte offset as "line L, column C (offset O)", lines and
-// columns counted from 1, columns in bytes.
+// location renders the position of the byte at offset off (from 0) as
+// "line L, column C (offset O)", lines and columns counted from 1, columns
+// in bytes.
 func location(data []byte, off int64) string {
 	if off > int64(len(data)) {
 		off = int64(len(data))

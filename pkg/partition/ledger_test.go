@@ -1,0 +1,361 @@
+package partition
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+const mib = 1 << 20
+
+func newLedger(t *testing.T) *Ledger {
+	t.Helper()
+	return OpenLedger(filepath.Join(t.TempDir(), "state", "ledger.json"))
+}
+
+func mustAllocate(t *testing.T, l *Ledger, owner string, b *Board, req Request) Allocation {
+	t.Helper()
+	a, err := l.Allocate(owner, b, req)
+	if err != nil {
+		t.Fatalf("Allocate(%s, %+v): %v", owner, req, err)
+	}
+	return a
+}
+
+// checkDisjoint fails if two allocations share a CPU or a byte of RAM, or
+// if any lies outside the board's partition CPUs and pool.
+func checkDisjoint(t *testing.T, b *Board, as []Allocation) {
+	t.Helper()
+	cpuOwner := map[int]string{}
+	for i, a := range as {
+		for _, c := range a.CPUs {
+			if !slices.Contains(b.PartitionCPUs, c) {
+				t.Errorf("%s got CPU %d, not a partition CPU", a.Owner, c)
+			}
+			if o, ok := cpuOwner[c]; ok {
+				t.Errorf("CPU %d given to %s and %s", c, o, a.Owner)
+			}
+			cpuOwner[c] = a.Owner
+		}
+		for _, r := range a.RAM {
+			if !b.Pool.Contains(r) {
+				t.Errorf("%s got RAM %s outside the pool %s", a.Owner, r, b.Pool)
+			}
+			if r.Start%b.Granule != 0 || r.Size()%b.Granule != 0 {
+				t.Errorf("%s got RAM %s not aligned to the granule %#x", a.Owner, r, b.Granule)
+			}
+			for _, o := range as[i+1:] {
+				for _, q := range o.RAM {
+					if r.Overlaps(q) {
+						t.Errorf("RAM %s of %s overlaps %s of %s", r, a.Owner, q, o.Owner)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestLedgerAllocationsAreDisjoint(t *testing.T) {
+	b := mustBoard(t)
+	l := newLedger(t)
+	var as []Allocation
+	for i, req := range []Request{
+		{NumCPUs: 1, Memory: 64 * mib},
+		{NumCPUs: 2, Memory: 16 * mib},
+		{CPUs: []int{9, 10}, NumCPUs: 2, Memory: 2 * mib},
+		{NumCPUs: 3, Memory: 100 * mib},
+	} {
+		as = append(as, mustAllocate(t, l, fmt.Sprintf("default/c%d", i), b, req))
+	}
+	checkDisjoint(t, b, as)
+	// First fit: the lowest free CPUs, the lowest free RAM.
+	if !slices.Equal(as[0].CPUs, []int{2}) || !slices.Equal(as[1].CPUs, []int{3, 4}) ||
+		!slices.Equal(as[2].CPUs, []int{9, 10}) || !slices.Equal(as[3].CPUs, []int{5, 6, 7}) {
+		t.Errorf("CPUs %v %v %v %v", as[0].CPUs, as[1].CPUs, as[2].CPUs, as[3].CPUs)
+	}
+	if as[0].RAM[0] != (Range{0x70000000, 0x74000000}) || as[1].RAM[0] != (Range{0x74000000, 0x75000000}) {
+		t.Errorf("RAM %s %s", as[0].RAM[0], as[1].RAM[0])
+	}
+	entries, err := l.Entries()
+	if err != nil || len(entries) != 4 {
+		t.Fatalf("Entries = %d, %v", len(entries), err)
+	}
+	if entries[0].Board != "qemu-arm64" || entries[0].Created.IsZero() || entries[0].PID != os.Getpid() {
+		t.Errorf("entry metadata %+v", entries[0])
+	}
+}
+
+func TestLedgerReleaseFreesForReuse(t *testing.T) {
+	b := mustBoard(t)
+	l := newLedger(t)
+	a := mustAllocate(t, l, "default/a", b, Request{NumCPUs: 2, Memory: 64 * mib})
+	mustAllocate(t, l, "default/b", b, Request{NumCPUs: 1, Memory: 64 * mib})
+	if err := l.Release("default/a"); err != nil {
+		t.Fatal(err)
+	}
+	// Releasing again, or releasing a stranger, is fine.
+	if err := l.Release("default/a"); err != nil {
+		t.Errorf("second Release: %v", err)
+	}
+	if err := l.Release("default/nobody"); err != nil {
+		t.Errorf("Release of an unknown owner: %v", err)
+	}
+	c := mustAllocate(t, l, "default/c", b, Request{NumCPUs: 2, Memory: 32 * mib})
+	if !slices.Equal(c.CPUs, a.CPUs) || c.RAM[0].Start != a.RAM[0].Start {
+		t.Errorf("after release got %v %s, want the freed %v at %#x", c.CPUs, c.RAM[0], a.CPUs, a.RAM[0].Start)
+	}
+	if _, found, _ := l.Lookup("default/a"); found {
+		t.Error("released owner still in the ledger")
+	}
+}
+
+func TestLedgerExhaustion(t *testing.T) {
+	b := mustBoard(t)
+	tests := []struct {
+		name     string
+		before   []Request
+		req      Request
+		resource string
+		text     string
+	}{
+		{
+			name:     "memory larger than the pool",
+			req:      Request{NumCPUs: 1, Memory: 256 * mib},
+			resource: "memory",
+			text:     "memory: asked 256 MiB, largest free block 248 MiB in pool 0x70000000-0x7f800000",
+		},
+		{
+			name:     "memory larger than what is left",
+			before:   []Request{{NumCPUs: 1, Memory: 128 * mib}},
+			req:      Request{NumCPUs: 1, Memory: 122 * mib},
+			resource: "memory",
+			text:     "memory: asked 122 MiB, largest free block 120 MiB in pool 0x70000000-0x7f800000",
+		},
+		{
+			name:     "more CPUs than left",
+			before:   []Request{{NumCPUs: 12, Memory: 2 * mib}},
+			req:      Request{NumCPUs: 3, Memory: 2 * mib},
+			resource: "cpu",
+			text:     "cpu: asked 3 CPUs, 2 free (14-15) of partition CPUs 2-15",
+		},
+		{
+			name:     "explicit CPU already held",
+			before:   []Request{{NumCPUs: 2, Memory: 2 * mib}},
+			req:      Request{CPUs: []int{3, 4}, NumCPUs: 2, Memory: 2 * mib},
+			resource: "cpu",
+			text:     "cpu: asked CPUs 3-4, CPU 3 is held by default/before0",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLedger(t)
+			for i, r := range tt.before {
+				mustAllocate(t, l, fmt.Sprintf("default/before%d", i), b, r)
+			}
+			_, err := l.Allocate("default/new", b, tt.req)
+			if err == nil {
+				t.Fatal("Allocate succeeded")
+			}
+			if !errdefs.IsResourceExhausted(err) {
+				t.Errorf("error %v is not ResourceExhausted", err)
+			}
+			var ee *ExhaustedError
+			if !errors.As(err, &ee) || ee.Resource != tt.resource {
+				t.Errorf("error %v is not an ExhaustedError for %s", err, tt.resource)
+			}
+			if !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("error %q\ndoes not say %q", err, tt.text)
+			}
+			// All or nothing: the failed owner holds nothing.
+			if _, found, _ := l.Lookup("default/new"); found {
+				t.Error("failed allocation left an entry")
+			}
+			entries, _ := l.Entries()
+			if len(entries) != len(tt.before) {
+				t.Errorf("%d entries, want %d", len(entries), len(tt.before))
+			}
+		})
+	}
+}
+
+func TestLedgerRejects(t *testing.T) {
+	b := mustBoard(t)
+	l := newLedger(t)
+	mustAllocate(t, l, "default/a", b, Request{NumCPUs: 1, Memory: 2 * mib})
+	tests := []struct {
+		name  string
+		owner string
+		req   Request
+		is    func(error) bool
+	}{
+		{"owner already allocated", "default/a", Request{NumCPUs: 1, Memory: 2 * mib}, errdefs.IsAlreadyExists},
+		{"owner without namespace", "a", Request{NumCPUs: 1, Memory: 2 * mib}, errdefs.IsInvalidArgument},
+		{"CPU kept for Linux", "default/b", Request{CPUs: []int{1}, NumCPUs: 1, Memory: 2 * mib}, errdefs.IsInvalidArgument},
+		{"no CPU", "default/b", Request{NumCPUs: 0, Memory: 2 * mib}, errdefs.IsInvalidArgument},
+		{"no memory", "default/b", Request{NumCPUs: 1}, errdefs.IsInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := l.Allocate(tt.owner, b, tt.req)
+			if err == nil || !tt.is(err) {
+				t.Errorf("Allocate: %v", err)
+			}
+		})
+	}
+	if entries, _ := l.Entries(); len(entries) != 1 {
+		t.Errorf("%d entries after rejected allocations, want 1", len(entries))
+	}
+}
+
+func TestLedgerFile(t *testing.T) {
+	b := mustBoard(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	path := filepath.Join(dir, "ledger.json")
+	l1, l2 := OpenLedger(path), OpenLedger(path)
+	mustAllocate(t, l1, "default/a", b, Request{NumCPUs: 1, Memory: 2 * mib})
+	// A second Ledger value on the same file sees and respects the first's entry.
+	a2 := mustAllocate(t, l2, "default/b", b, Request{NumCPUs: 1, Memory: 2 * mib})
+	if slices.Equal(a2.CPUs, []int{2}) {
+		t.Errorf("second ledger value reused CPU 2")
+	}
+	entries, err := l1.Entries()
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("Entries via the first value: %d, %v", len(entries), err)
+	}
+	for p, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, path: 0o600} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s has mode %v, want %v", p, fi.Mode(), want)
+		}
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), `"start": "0x70000000"`) {
+		t.Errorf("ledger does not show addresses in hex:\n%s", data)
+	}
+	// No temporary files are left behind.
+	names, _ := filepath.Glob(filepath.Join(dir, "*tmp*"))
+	if len(names) != 0 {
+		t.Errorf("leftover files %v", names)
+	}
+}
+
+func TestLedgerCorruptFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.json")
+	if err := os.WriteFile(path, []byte("{\"version\": 1, \"entries\": [}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenLedger(path).Entries()
+	if err == nil || !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), path) ||
+		!strings.Contains(err.Error(), "line 1") {
+		t.Errorf("Entries on a corrupt ledger: %v", err)
+	}
+}
+
+// Goroutines allocating at once (each Allocate takes its own flock) never
+// get the same CPU or RAM, and exactly as many succeed as the board holds.
+func TestLedgerConcurrentAllocations(t *testing.T) {
+	b := mustBoard(t)
+	path := filepath.Join(t.TempDir(), "ledger.json")
+	const workers = 20 // 14 partition CPUs: 6 must fail
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		got []Allocation
+		bad []error
+	)
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := OpenLedger(path) // a value per goroutine, like separate shims
+			a, err := l.Allocate(fmt.Sprintf("ns/c%d", i), b, Request{NumCPUs: 1, Memory: 8 * mib})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				bad = append(bad, err)
+				return
+			}
+			got = append(got, a)
+		}()
+	}
+	wg.Wait()
+	if len(got) != len(b.PartitionCPUs) {
+		t.Errorf("%d allocations succeeded, want %d", len(got), len(b.PartitionCPUs))
+	}
+	for _, err := range bad {
+		if !errdefs.IsResourceExhausted(err) {
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	checkDisjoint(t, b, got)
+	entries, err := OpenLedger(path).Entries()
+	if err != nil || len(entries) != len(got) {
+		t.Errorf("ledger has %d entries (%v), want %d", len(entries), err, len(got))
+	}
+
+	// And releasing concurrently empties it.
+	for _, a := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := OpenLedger(path).Release(a.Owner); err != nil {
+				t.Errorf("Release(%s): %v", a.Owner, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if entries, _ := OpenLedger(path).Entries(); len(entries) != 0 {
+		t.Errorf("%d entries left after releasing all", len(entries))
+	}
+}
+
+func TestCellName(t *testing.T) {
+	long := "3f5c0c3b1f9d4e8a9b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a"
+	tests := []struct {
+		name, ns, id, want string
+	}{
+		{"short id is the name", "default", "demo", "demo"},
+		{"31 bytes still fit", "default", strings.Repeat("a", 31), strings.Repeat("a", 31)},
+		{"64-char id is hashed", "k8s.io", long, long[:22] + "-"},
+		{"odd bytes are replaced", "default", "a b", "a_b-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := CellName(tt.ns, tt.id)
+			if len(got) > 31 {
+				t.Errorf("%q is %d bytes", got, len(got))
+			}
+			if strings.HasSuffix(tt.want, "-") {
+				if !strings.HasPrefix(got, tt.want) || len(got) != len(tt.want)+8 {
+					t.Errorf("CellName = %q, want %q + 8 hex digits", got, tt.want)
+				}
+			} else if got != tt.want {
+				t.Errorf("CellName = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if CellName("a", long) == CellName("b", long) {
+		t.Error("the hash does not depend on the namespace")
+	}
+}
+
+// Two namespaces using the same container id get distinct cell names.
+func TestLedgerCellNamesAreUnique(t *testing.T) {
+	b := mustBoard(t)
+	l := newLedger(t)
+	a := mustAllocate(t, l, "default/web", b, Request{NumCPUs: 1, Memory: 2 * mib})
+	c := mustAllocate(t, l, "k8s.io/web", b, Request{NumCPUs: 1, Memory: 2 * mib})
+	if a.Cell != "web" || c.Cell == "web" || !strings.HasPrefix(c.Cell, "web-") {
+		t.Errorf("cell names %q and %q", a.Cell, c.Cell)
+	}
+}
