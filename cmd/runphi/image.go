@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 
 	"github.com/runphi/runphi/pkg/ociimage"
+	"github.com/runphi/runphi/pkg/partition"
 )
 
 func init() {
@@ -85,45 +81,25 @@ func runImageBuild(env *cmdEnv, args []string) error {
 	return nil
 }
 
-// bootDescriptionPaths are where the shim looks for the boot description,
-// in its order (runPHI reads config.json; its README says
-// configuration.json).
-var bootDescriptionPaths = []string{"boot/config.json", "boot/configuration.json"}
-
-// defaultInmate is the payload a boot description without "inmate" loads.
-const defaultInmate = "/boot/boot.bin"
-
-// checkBootDescription finds the image's boot description and, when
-// validate is set, rejects one the shim would refuse at Create time, so the
-// mistake shows at build time with the file name. It returns the inmate path
-// ("" if dir has no boot description or it is not checked).
+// checkBootDescription reads the image's boot description with the shim's
+// own parser (partition.ReadBootDescription) and, when validate is set,
+// rejects one the shim would refuse at Create time, so the mistake shows at
+// build time, naming the file and the key. It returns the inmate path, ""
+// when dir has no boot description or validation is off.
 func checkBootDescription(dir string, validate bool) (string, error) {
-	for _, rel := range bootDescriptionPaths {
-		path := filepath.Join(dir, rel)
-		data, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		if !validate {
-			return "", nil
-		}
-		var desc struct {
-			Inmate *string `json:"inmate"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&desc); err != nil {
-			return "", fmt.Errorf("%s: invalid boot description: %w", path, err)
-		}
-		if dec.More() {
-			return "", fmt.Errorf("%s: invalid boot description: data after the JSON object", path)
-		}
-		if desc.Inmate == nil || *desc.Inmate == "" {
-			return defaultInmate, nil
-		}
-		return *desc.Inmate, nil
+	if !validate {
+		return "", nil
 	}
-	return "", nil
+	desc, err := partition.ReadBootDescription(dir)
+	if errors.Is(err, partition.ErrNoBootDescription) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", dir, err)
+	}
+	if desc.IsLinux() {
+		// A Linux cell boots its kernel, which is no path to run.
+		return desc.Kernel, nil
+	}
+	return desc.Inmate, nil
 }

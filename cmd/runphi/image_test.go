@@ -80,7 +80,7 @@ func TestImageBuild(t *testing.T) {
 		},
 		{
 			name:    "--cmd wins",
-			files:   map[string]string{"boot/config.json": `{}`},
+			files:   map[string]string{"boot/config.json": `{}`, "boot/boot.bin": "x"},
 			extra:   []string{"--cmd", `["/boot/a","b"]`},
 			wantCmd: "/boot/a b",
 		},
@@ -93,7 +93,13 @@ func TestImageBuild(t *testing.T) {
 			name:   "malformed config.json names the file",
 			files:  map[string]string{"boot/config.json": `{"os_var":"zephyr",}`},
 			code:   1,
-			stderr: "boot/config.json: invalid boot description",
+			stderr: "boot description /boot/config.json: invalid JSON at line 1, column 20",
+		},
+		{
+			name:   "missing payload names the key",
+			files:  map[string]string{"boot/config.json": `{"inmate":"/boot/none.bin"}`},
+			code:   1,
+			stderr: `key "inmate": payload /boot/none.bin: does not exist`,
 		},
 		{
 			name:  "--no-validate builds broken images on purpose",
