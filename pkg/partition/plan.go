@@ -1,7 +1,9 @@
 package partition
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/containerd/errdefs"
 
@@ -143,7 +145,7 @@ type namedRange struct {
 }
 
 // fixedCellRanges are the cell addresses every partition of the board has
-// taken by something other than its RAM.
+// taken by something other than its RAM, ascending.
 func (b *Board) fixedCellRanges() []namedRange {
 	rs := []namedRange{
 		{"comm region", Range{b.CommRegion, b.CommRegion + pageSize}},
@@ -164,5 +166,6 @@ func (b *Board) fixedCellRanges() []namedRange {
 			rs = append(rs, namedRange{"GIC CPU interface", Range{arm.GICCBase, arm.GICCBase + 0x2000}})
 		}
 	}
+	slices.SortFunc(rs, func(a, b namedRange) int { return cmp.Compare(a.r.Start, b.r.Start) })
 	return rs
 }
