@@ -112,11 +112,11 @@ type Proxy struct {
 	opts  Options
 	ctx   context.Context // New's context without its cancellation: logging and background cell calls
 	log   *log.Entry
-	stdio *stdio
+	stdio *stdio // outputs closed by the exit path; everything by Close after waiting for that path
 
-	// opMu serialises Start, Kill and Close, so that a kill never races the
-	// start it follows and Close never runs under either. Never taken by
-	// the watcher or the exit path.
+	// opMu serialises Start, Kill and Close: a kill never races the start
+	// it follows, and Close waits for a Start or Kill in progress. The
+	// watcher and the exit path never take it.
 	opMu sync.Mutex
 
 	mu     sync.Mutex     // guards the fields below
