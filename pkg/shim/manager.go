@@ -1,0 +1,413 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/runphi/runphi/pkg/partition"
+)
+
+// RuntimeName is the runtime name containerd knows this shim by.
+const RuntimeName = "io.containerd.runphi.v2"
+
+// Info is the build's identity, set by cmd/containerd-shim-runphi-v2 from
+// -ldflags -X.
+type Info struct {
+	Version  string
+	Revision string
+}
+
+// maxSocketPath is the longest unix socket path Linux accepts: sun_path has
+// 108 bytes including the terminating NUL.
+const maxSocketPath = 107
+
+// exitStatusKilled is what `delete` reports for a partition it had to tear
+// down after its shim died: 128+SIGKILL, as the runc shim does.
+const exitStatusKilled = 128 + uint32(unix.SIGKILL)
+
+// flags are the command line containerd passes to every invocation.
+type flags struct {
+	namespace     string
+	address       string // containerd's gRPC socket
+	publishBinary string // legacy event publisher; unused, events go over ttrpc
+	id            string
+	bundle        string // only on `delete`; cwd is the bundle otherwise
+	socket        string // accepted for old daemons; unused
+	debug         bool
+	version       bool
+	info          bool
+	action        string // "start", "delete" or "" (the long-lived server)
+}
+
+func parseFlags(args []string, stderr io.Writer) (flags, error) {
+	var f flags
+	name := "containerd-shim-runphi-v2"
+	if len(args) > 0 {
+		name = filepath.Base(args[0])
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.namespace, "namespace", "", "containerd namespace of the task")
+	fs.StringVar(&f.address, "address", "", "containerd's gRPC socket")
+	fs.StringVar(&f.publishBinary, "publish-binary", "", "containerd binary (unused: events go over ttrpc)")
+	fs.StringVar(&f.id, "id", "", "id of the task")
+	fs.StringVar(&f.bundle, "bundle", "", "bundle directory (delete)")
+	fs.StringVar(&f.socket, "socket", "", "unused; accepted for old daemons")
+	fs.BoolVar(&f.debug, "debug", false, "log at debug level")
+	fs.BoolVar(&f.version, "v", false, "print the version and exit")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.BoolVar(&f.info, "info", false, "read runtime options on stdin, write a protobuf RuntimeInfo on stdout")
+	if err := fs.Parse(args); err != nil {
+		return flags{}, err
+	}
+	switch rest := fs.Args(); len(rest) {
+	case 0:
+	case 1:
+		f.action = rest[0]
+	default:
+		return flags{}, fmt.Errorf("want at most one action (start or delete), got %q", rest)
+	}
+	return f, nil
+}
+
+// Run is the whole shim binary: it parses args (os.Args) and runs the
+// invocation containerd asked for. It returns the process exit code.
+func Run(ctx context.Context, args []string, info Info) int {
+	// Nothing may reach stdout or stderr during `start` but the answer,
+	// so the global logger writes nowhere until a mode sets it up.
+	logrus.SetOutput(io.Discard)
+	f, err := parseFlags(args, os.Stderr)
+	if err != nil {
+		return 2
+	}
+	m := &manager{flags: f, build: info, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	if err := m.run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", RuntimeName, err)
+		return 1
+	}
+	return 0
+}
+
+// manager runs one invocation of the binary.
+type manager struct {
+	flags
+	build  Info
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (m *manager) run(ctx context.Context) error {
+	switch {
+	case m.version:
+		m.printVersion()
+		return nil
+	case m.info:
+		return m.runtimeInfo()
+	}
+	switch m.action {
+	case "start":
+		return m.start()
+	case "delete":
+		return m.delete(ctx)
+	case "":
+		return m.serve(ctx)
+	}
+	return fmt.Errorf("unknown action %q: want start or delete", m.action)
+}
+
+func (m *manager) printVersion() {
+	fmt.Fprintf(m.stdout, "%s (%s):\n  Version:  %s\n  Revision: %s\n  Go version: %s\n",
+		filepath.Base(os.Args[0]), RuntimeName, m.build.Version, m.build.Revision, runtime.Version())
+}
+
+// runtimeInfo answers `-info` (containerd 2.2+ runs it for every non-runc
+// runtime): the runtime options on stdin, possibly none, are echoed back.
+func (m *manager) runtimeInfo() error {
+	in, err := io.ReadAll(m.stdin)
+	if err != nil {
+		return fmt.Errorf("read runtime options: %w", err)
+	}
+	ri := &types.RuntimeInfo{
+		Name:    RuntimeName,
+		Version: &types.RuntimeVersion{Version: m.build.Version, Revision: m.build.Revision},
+	}
+	if len(in) > 0 {
+		var options anypb.Any
+		if err := proto.Unmarshal(in, &options); err != nil {
+			return fmt.Errorf("decode runtime options on stdin: %w", err)
+		}
+		ri.Options = &options
+	}
+	out, err := proto.Marshal(ri)
+	if err != nil {
+		return fmt.Errorf("marshal runtime info: %w", err)
+	}
+	_, err = m.stdout.Write(out)
+	return err
+}
+
+// start is the `start` handshake: bind the task's socket, hand it to a
+// long-lived copy of this binary, write <bundle>/address and answer in the
+// caller's protocol. containerd runs it with the bundle as the working
+// directory.
+func (m *manager) start() error {
+	in, err := io.ReadAll(m.stdin)
+	if err != nil {
+		return fmt.Errorf("read start input: %w", err)
+	}
+	params := parseBootstrapParams(in, m.id, m.namespace)
+
+	grpcAddress := m.address
+	if grpcAddress == "" && params != nil {
+		grpcAddress = params.GetContainerdGrpcAddress()
+	}
+	dir := socketDir(params, grpcAddress)
+	path, err := socketPath(dir, grpcAddress, m.namespace, groupID(m.id))
+	if err != nil {
+		return err
+	}
+	address := "unix://" + path
+
+	l, err := listenSocket(path)
+	if err != nil {
+		return err
+	}
+	if l != nil { // nil: a server already answers there
+		if err := m.spawn(l, params); err != nil {
+			os.Remove(path)
+			return err
+		}
+	}
+	// containerd 1.6 and 1.7 reconnect through this file after a restart.
+	if err := os.WriteFile("address", []byte(address), 0o600); err != nil {
+		return fmt.Errorf("write %s/address: %w", cwd(), err)
+	}
+	answer, err := startAnswer(params, address)
+	if err != nil {
+		return err
+	}
+	_, err = m.stdout.Write(answer)
+	return err
+}
+
+// groupID is the key whose tasks share one shim process. Until grouping by
+// pod arrives (issue 5) every task gets its own shim.
+func groupID(id string) string { return id }
+
+// socketDir is where the task sockets live: the 2.3+ daemon's socket_dir,
+// or "s" beside containerd's own socket, which keeps a private daemon's
+// sockets private.
+func socketDir(params *bootstrap.BootstrapParams, grpcAddress string) string {
+	if d := params.GetSocketDir(); d != "" {
+		return d
+	}
+	return filepath.Join(filepath.Dir(strings.TrimPrefix(grpcAddress, "unix://")), "s")
+}
+
+// socketPath derives the socket of a group the way containerd's own shims
+// do, from a hash of the daemon address, namespace and group, so the path
+// length does not depend on the ids.
+func socketPath(dir, grpcAddress, namespace, group string) (string, error) {
+	sum := sha256.Sum256([]byte(filepath.Join(grpcAddress, namespace, group)))
+	path := filepath.Join(dir, hex.EncodeToString(sum[:]))
+	if len(path) > maxSocketPath {
+		return "", fmt.Errorf("socket path %s is %d bytes, unix sockets allow %d; use a shorter containerd state or socket directory",
+			path, len(path), maxSocketPath)
+	}
+	return path, nil
+}
+
+// listenSocket binds path (0600 in a 0700 directory). If a server already
+// listens there it returns (nil, nil); a stale socket file is replaced.
+func listenSocket(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	for attempt := 0; ; attempt++ {
+		old := unix.Umask(0o177) // the socket is born 0600
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		unix.Umask(old)
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, unix.EADDRINUSE) || attempt > 0 {
+			return nil, fmt.Errorf("listen on %s: %w", path, err)
+		}
+		if socketAnswers(path) {
+			return nil, nil
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+}
+
+// socketAnswers reports whether something accepts connections at path.
+func socketAnswers(path string) bool {
+	conn, err := net.DialTimeout("unix", path, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// spawn starts the long-lived server: this binary without an action, same
+// flags, the listener as fd 3, in its own session so that signals to the
+// caller's process group do not reach it, and with /dev/null as stdio so
+// that containerd's read of start's output ends when start exits.
+func (m *manager) spawn(l *net.UnixListener, params *bootstrap.BootstrapParams) error {
+	file, err := l.File()
+	if err != nil {
+		return fmt.Errorf("socket file descriptor: %w", err)
+	}
+	defer file.Close()
+	// The child owns the socket now; closing our copy must not unlink it.
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	args := []string{"-namespace", m.namespace, "-id", m.id, "-address", m.address}
+	if m.publishBinary != "" {
+		args = append(args, "-publish-binary", m.publishBinary)
+	}
+	if m.debug || debugRequested(params) {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = os.Environ()
+	if a := params.GetContainerdTtrpcAddress(); a != "" {
+		cmd.Env = append(cmd.Env, ttrpcAddressEnv+"="+strings.TrimPrefix(a, "unix://"))
+	}
+	cmd.ExtraFiles = []*os.File{file}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the shim server: %w", err)
+	}
+	return cmd.Process.Release()
+}
+
+// delete is the cleanup containerd runs after the shim died (or after a
+// failed start): destroy the partition from the state file alone, unmount
+// the rootfs, remove the state, report 137. It never dials the old socket
+// for long, so it is fast when that is gone, and it is idempotent.
+func (m *manager) delete(ctx context.Context) error {
+	// containerd logs delete's stderr as a warning.
+	logrus.SetOutput(m.stderr)
+	logrus.SetLevel(logrus.WarnLevel)
+	bundle := m.bundle
+	if bundle == "" {
+		bundle = cwd()
+	}
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("id", m.id).WithField("namespace", m.namespace))
+
+	var errs []error
+	pid := uint32(0)
+	st, err := readState(bundle)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		errs = append(errs, err)
+	default:
+		pid = uint32(st.ShimPid)
+		if st.Partition != nil {
+			if err := destroyRecorded(ctx, st); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if st.Mounted && st.Rootfs != "" {
+			if err := unmountRootfs(st.Rootfs); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// A shim that died between mounting and writing its state still
+	// leaves a mount here.
+	if err := unmountRootfs(filepath.Join(bundle, "rootfs")); err != nil {
+		errs = append(errs, err)
+	}
+	removeDeadSocket(bundle)
+	if len(errs) > 0 {
+		// The state stays, so a second delete can try again.
+		return errors.Join(errs...)
+	}
+	if err := removeState(bundle); err != nil {
+		return err
+	}
+	out, err := proto.Marshal(&taskv3.DeleteResponse{
+		Pid:        pid,
+		ExitStatus: exitStatusKilled,
+		ExitedAt:   timestamppb.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("marshal delete response: %w", err)
+	}
+	_, err = m.stdout.Write(out)
+	return err
+}
+
+// destroyRecorded destroys a recorded partition through the backend its
+// task was created on, and frees its ledger entry.
+func destroyRecorded(ctx context.Context, st *taskState) error {
+	be, err := openBackend(ctx, st.Config, false)
+	if err != nil {
+		return fmt.Errorf("reopen the backend of task %q: %w", st.ID, err)
+	}
+	if err := partition.DestroyRecord(ctx, be.driver, be.ledger, *st.Partition); err != nil {
+		return fmt.Errorf("destroy the partition of task %q: %w", st.ID, err)
+	}
+	return nil
+}
+
+// removeDeadSocket removes the socket named in <bundle>/address if nothing
+// answers there any more, so that a dead shim leaves no socket behind
+// (containerd#11409: dead sockets slow down daemon restarts).
+func removeDeadSocket(bundle string) {
+	data, err := os.ReadFile(filepath.Join(bundle, "address"))
+	if err != nil {
+		return
+	}
+	path := strings.TrimPrefix(string(bytes.TrimSpace(data)), "unix://")
+	if path == "" || socketAnswers(path) {
+		return
+	}
+	os.Remove(path)
+}
+
+func cwd() string {
+	d, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	return d
+}

@@ -1,0 +1,247 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+
+	"github.com/runphi/runphi/pkg/caronte"
+	"github.com/runphi/runphi/pkg/partition"
+)
+
+// serviceOptions configure a service. The zero value of every field but
+// Publisher is usable.
+type serviceOptions struct {
+	// Namespace is the containerd namespace the shim serves (-namespace).
+	Namespace string
+	// Pid is reported as the pid of every task: a partition has no host
+	// process, so the shim stands in for it (never 0: CRI skips kills of
+	// pid 0, containerd#10441).
+	Pid int
+	// Version is reported by Connect.
+	Version string
+	// Publisher receives the task events.
+	Publisher publisher
+	// Config says where configuration files are looked up.
+	Config configLookup
+}
+
+// service implements the task API for partitions. One service lives in each
+// long-lived shim process.
+type service struct {
+	// Immutable after newService.
+	ctx       context.Context // lives as long as the process; caronte's watchers run under it
+	namespace string
+	pid       uint32
+	version   string
+	events    publisher
+	lookup    configLookup
+	exit      chan struct{} // closed (once, under mu) when Shutdown lets the process end
+
+	mu       sync.Mutex
+	tasks    map[string]*task    // guarded by mu; a nil value reserves an id while Create runs
+	backends map[string]*backend // guarded by mu; by backendKey
+	exiting  bool                // guarded by mu; exit is closed, no new tasks
+}
+
+func newService(ctx context.Context, opts serviceOptions) *service {
+	return &service{
+		ctx:       ctx,
+		namespace: opts.Namespace,
+		pid:       uint32(opts.Pid),
+		version:   opts.Version,
+		events:    opts.Publisher,
+		lookup:    opts.Config,
+		exit:      make(chan struct{}),
+		tasks:     make(map[string]*task),
+		backends:  make(map[string]*backend),
+	}
+}
+
+// done is closed when the process may exit: Shutdown was called with no
+// task left.
+func (s *service) done() <-chan struct{} { return s.exit }
+
+// get returns a task that finished Create and was not deleted.
+func (s *service) get(id string) (*task, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tasks[id]
+	if t == nil {
+		return nil, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
+	}
+	return t, nil
+}
+
+// reserve claims id for a Create in progress.
+func (s *service) reserve(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exiting {
+		return fmt.Errorf("create task %q: the shim is shutting down: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	if _, ok := s.tasks[id]; ok {
+		return fmt.Errorf("task %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	s.tasks[id] = nil
+	return nil
+}
+
+// release drops a reservation or a deleted task.
+func (s *service) release(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.tasks, id)
+}
+
+// publishTask makes a created task visible to the other RPCs.
+func (s *service) publishTask(t *task) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tasks[t.id] = t
+}
+
+// backend opens, or reuses, the backend a configuration selects. Opening is
+// rare and quick (a board profile, a directory), so it runs under mu.
+func (s *service) backend(cfg Config) (*backend, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := backendKey(cfg)
+	if b, ok := s.backends[key]; ok {
+		return b, nil
+	}
+	b, err := openBackend(s.ctx, cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	s.backends[key] = b
+	return b, nil
+}
+
+// shutdown ends the process if no task is left, and reports whether it
+// will.
+func (s *service) shutdown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.tasks) > 0 {
+		return false
+	}
+	if !s.exiting {
+		s.exiting = true
+		close(s.exit)
+	}
+	return true
+}
+
+// taskStatus is where a task is in its life.
+type taskStatus int
+
+const (
+	statusCreated taskStatus = iota + 1
+	statusStarting
+	statusRunning
+	statusStopped
+)
+
+var taskStatusText = map[taskStatus]string{
+	statusCreated:  "created",
+	statusStarting: "starting",
+	statusRunning:  "running",
+	statusStopped:  "stopped",
+}
+
+func (s taskStatus) String() string {
+	if t, ok := taskStatusText[s]; ok {
+		return t
+	}
+	return fmt.Sprintf("taskStatus(%d)", int(s))
+}
+
+// apiStatus is the task API's view: a task that is being started still
+// counts as created.
+func (s taskStatus) apiStatus() tasktypes.Status {
+	switch s {
+	case statusCreated, statusStarting:
+		return tasktypes.Status_CREATED
+	case statusRunning:
+		return tasktypes.Status_RUNNING
+	case statusStopped:
+		return tasktypes.Status_STOPPED
+	}
+	return tasktypes.Status_UNKNOWN
+}
+
+// task is one partition task.
+type task struct {
+	// Immutable after Create.
+	id      string
+	bundle  string
+	rootfs  string
+	io      caronte.IO
+	state   *taskState // as persisted; Delete removes it
+	backend *backend
+	part    *partition.Partition
+	proxy   *caronte.Proxy
+	events  publisher
+	pid     uint32
+	exited  chan struct{} // closed when status becomes stopped, or at delete
+
+	// deleteMu serialises Delete calls, so a retried Delete waits for the
+	// first one and then finds the task gone (containerd#7496).
+	deleteMu sync.Mutex
+
+	mu             sync.Mutex
+	status         taskStatus   // guarded by mu
+	exit           caronte.Exit // guarded by mu; meaningful once status is stopped
+	startPublished bool         // guarded by mu; TaskStart is queued
+	exitPending    bool         // guarded by mu; exited before TaskStart was queued
+	deleted        bool         // guarded by mu
+}
+
+// onExit is caronte's exit callback. A partition that exits while Start is
+// still returning gets its TaskExit held back until TaskStart is queued.
+func (t *task) onExit(e caronte.Exit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.recordExitLocked(e)
+}
+
+// recordExitLocked marks the task stopped with e, once. t.mu must be held.
+func (t *task) recordExitLocked(e caronte.Exit) {
+	if t.status == statusStopped || t.deleted {
+		return
+	}
+	t.status = statusStopped
+	t.exit = e
+	close(t.exited)
+	if t.startPublished {
+		t.publishExitLocked()
+	} else {
+		t.exitPending = true
+	}
+}
+
+// publishExitLocked queues TaskExit. t.mu must be held.
+func (t *task) publishExitLocked() {
+	t.events.publish(topicTaskExit, taskExitEvent(t.id, t.pid, t.exit))
+	t.exitPending = false
+}
+
+// snapshot returns the task's status and exit under its lock.
+func (t *task) snapshot() (taskStatus, caronte.Exit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.status, t.exit
+}
+
+// exitTime is an exit's time, zero when the task never exited.
+func exitTime(status taskStatus, e caronte.Exit) time.Time {
+	if status != statusStopped {
+		return time.Time{}
+	}
+	return e.At
+}

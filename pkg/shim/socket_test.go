@@ -1,0 +1,117 @@
+package shim
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestSocketDir(t *testing.T) {
+	cases := []struct {
+		name   string
+		params *bootstrap.BootstrapParams
+		grpc   string
+		want   string
+	}{
+		{"legacy daemon: s beside containerd's socket", nil, "/run/containerd/containerd.sock", "/run/containerd/s"},
+		{"private daemon keeps its sockets private", nil, "/tmp/rs1/containerd.sock", "/tmp/rs1/s"},
+		{"unix:// prefix is ignored", nil, "unix:///tmp/rs1/containerd.sock", "/tmp/rs1/s"},
+		{"2.3+ socket_dir wins", &bootstrap.BootstrapParams{SocketDir: proto.String("/run/containerd/s")},
+			"/tmp/rs1/containerd.sock", "/run/containerd/s"},
+		{"2.3+ without socket_dir", &bootstrap.BootstrapParams{}, "/tmp/rs1/containerd.sock", "/tmp/rs1/s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := socketDir(tc.params, tc.grpc); got != tc.want {
+				t.Fatalf("socketDir = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSocketPath(t *testing.T) {
+	t.Run("hash of address, namespace and group", func(t *testing.T) {
+		got, err := socketPath("/run/containerd/s", "/run/containerd/containerd.sock", "default", "t1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte("/run/containerd/containerd.sock/default/t1"))
+		if want := "/run/containerd/s/" + hex.EncodeToString(sum[:]); got != want {
+			t.Fatalf("socketPath = %q, want %q", got, want)
+		}
+	})
+	t.Run("length does not depend on the ids", func(t *testing.T) {
+		a, _ := socketPath("/s", "/a.sock", "default", "t")
+		b, _ := socketPath("/s", "/a.sock", strings.Repeat("n", 200), strings.Repeat("x", 500))
+		if len(a) != len(b) {
+			t.Fatalf("lengths differ: %d and %d", len(a), len(b))
+		}
+	})
+	t.Run("namespaces and ids give distinct sockets", func(t *testing.T) {
+		a, _ := socketPath("/s", "/a.sock", "default", "t1")
+		b, _ := socketPath("/s", "/a.sock", "k8s.io", "t1")
+		c, _ := socketPath("/s", "/a.sock", "default", "t2")
+		if a == b || a == c {
+			t.Fatalf("collision: %s %s %s", a, b, c)
+		}
+	})
+	t.Run("longest accepted directory", func(t *testing.T) {
+		dir := "/" + strings.Repeat("d", maxSocketPath-1-1-64) // "/" + dir + "/" + 64 hex
+		p, err := socketPath(dir, "/a.sock", "default", "t1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) != maxSocketPath {
+			t.Fatalf("len = %d, want %d", len(p), maxSocketPath)
+		}
+	})
+	t.Run("too long a directory is refused with the path in the error", func(t *testing.T) {
+		dir := "/" + strings.Repeat("d", maxSocketPath-64-1)
+		_, err := socketPath(dir, "/a.sock", "default", "t1")
+		if err == nil || !strings.Contains(err.Error(), dir) {
+			t.Fatalf("err = %v, want an error naming %s", err, dir)
+		}
+	})
+}
+
+func TestListenSocket(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	path := filepath.Join(dir, "sock")
+
+	l, err := listenSocket(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, path: 0o600 | os.ModeSocket} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s mode %v, want %v", p, fi.Mode(), want)
+		}
+	}
+
+	t.Run("a live server is reused", func(t *testing.T) {
+		again, err := listenSocket(path)
+		if err != nil || again != nil {
+			t.Fatalf("listenSocket = %v, %v; want nil, nil", again, err)
+		}
+	})
+
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	t.Run("a stale socket file is replaced", func(t *testing.T) {
+		l, err := listenSocket(path)
+		if err != nil || l == nil {
+			t.Fatalf("listenSocket = %v, %v; want a listener", l, err)
+		}
+		l.Close()
+	})
+}

@@ -1,0 +1,470 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/runphi/runphi/pkg/caronte"
+	"github.com/runphi/runphi/pkg/partition"
+)
+
+// The task RPCs. Each one runs its native-error body and converts the error
+// to a gRPC status here, the only place that does; containerd converts it
+// back with errgrpc.ToNative.
+
+var _ taskv3.TTRPCTaskService = (*service)(nil)
+
+// Create mounts the rootfs, routes the container, creates and loads the
+// partition's cell and prepares its caronte. The task's pid is the shim's:
+// a partition has no host process.
+func (s *service) Create(ctx context.Context, r *taskv3.CreateTaskRequest) (*taskv3.CreateTaskResponse, error) {
+	t, err := s.create(ctx, r)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskv3.CreateTaskResponse{Pid: t.pid}, nil
+}
+
+func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *task, retErr error) {
+	switch {
+	case r.GetID() == "":
+		return nil, fmt.Errorf("create task: empty id: %w", errdefs.ErrInvalidArgument)
+	case r.GetBundle() == "":
+		return nil, fmt.Errorf("create task %q: empty bundle: %w", r.GetID(), errdefs.ErrInvalidArgument)
+	case r.GetCheckpoint() != "" || r.GetParentCheckpoint() != "":
+		return nil, fmt.Errorf("create task %q from a checkpoint: a partition has no host process to restore: %w",
+			r.GetID(), errdefs.ErrNotImplemented)
+	}
+	if err := s.reserve(r.GetID()); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.release(r.GetID())
+		}
+	}()
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("id", r.GetID()))
+
+	cfg, err := loadConfig(r.GetOptions(), s.lookup)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Debug {
+		_ = log.SetLevel("debug")
+	}
+
+	rootfs := filepath.Join(r.GetBundle(), "rootfs")
+	mounted, err := mountRootfs(r.GetRootfs(), rootfs)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil && mounted {
+			if err := unmountRootfs(rootfs); err != nil {
+				log.G(ctx).WithError(err).Error("undo the rootfs mount of a failed create; the mount is leaked")
+			}
+		}
+	}()
+
+	spec, err := readSpec(r.GetBundle())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := route(spec, rootfs); err != nil {
+		return nil, err
+	}
+	be, err := s.backend(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	// The state goes to disk before the cell exists, so that a shim dying
+	// from here on still leaves `delete` enough to unmount.
+	st := &taskState{
+		ID:        r.GetID(),
+		Namespace: s.namespace,
+		Bundle:    r.GetBundle(),
+		ShimPid:   int(s.pid),
+		Rootfs:    rootfs,
+		Mounted:   mounted,
+		Config:    cfg,
+	}
+	if err := writeState(st); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			if err := removeState(r.GetBundle()); err != nil {
+				log.G(ctx).WithError(err).Warn("remove the state of a failed create")
+			}
+		}
+	}()
+
+	part, err := partition.Create(ctx, partition.Options{
+		ID:        r.GetID(),
+		Namespace: s.namespace,
+		Rootfs:    rootfs,
+		Spec:      spec,
+		Board:     be.board,
+		Driver:    be.driver,
+		Ledger:    be.ledger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			if err := part.Destroy(context.WithoutCancel(ctx)); err != nil {
+				log.G(ctx).WithError(err).Error("destroy the cell of a failed create; the cell is leaked")
+			}
+		}
+	}()
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("cell", part.Name()))
+	rec := part.Record()
+	st.Partition = &rec
+	if err := writeState(st); err != nil {
+		return nil, err
+	}
+
+	t := &task{
+		id:      r.GetID(),
+		bundle:  r.GetBundle(),
+		rootfs:  rootfs,
+		io:      caronte.IO{Stdin: r.GetStdin(), Stdout: r.GetStdout(), Stderr: r.GetStderr(), Terminal: r.GetTerminal()},
+		state:   st,
+		backend: be,
+		part:    part,
+		events:  s.events,
+		pid:     s.pid,
+		exited:  make(chan struct{}),
+		status:  statusCreated,
+	}
+	// caronte keeps the context's logger for its background work; the
+	// service's context carries the process-wide fields, this one the task's.
+	proxy, err := caronte.New(log.WithLogger(s.ctx, log.G(ctx)), part, t.io, caronte.Options{OnExit: t.onExit})
+	if err != nil {
+		return nil, err
+	}
+	t.proxy = proxy
+
+	t.mu.Lock()
+	t.events.publish(topicTaskCreate, &eventstypes.TaskCreate{
+		ContainerID: t.id,
+		Bundle:      t.bundle,
+		Rootfs:      r.GetRootfs(),
+		IO:          &eventstypes.TaskIO{Stdin: t.io.Stdin, Stdout: t.io.Stdout, Stderr: t.io.Stderr, Terminal: t.io.Terminal},
+		Checkpoint:  r.GetCheckpoint(),
+		Pid:         t.pid,
+	})
+	t.mu.Unlock()
+	s.publishTask(t)
+	log.G(ctx).Info("task created")
+	return t, nil
+}
+
+// readSpec reads the bundle's OCI runtime spec.
+func readSpec(bundle string) (*specs.Spec, error) {
+	path := filepath.Join(bundle, "config.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read OCI spec: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("decode OCI spec %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	return &spec, nil
+}
+
+// Start starts the partition's cell and publishes TaskStart, before any
+// TaskExit of the same task.
+func (s *service) Start(ctx context.Context, r *taskv3.StartRequest) (*taskv3.StartResponse, error) {
+	pid, err := s.start(ctx, r)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskv3.StartResponse{Pid: pid}, nil
+}
+
+func (s *service) start(ctx context.Context, r *taskv3.StartRequest) (uint32, error) {
+	t, err := s.getInit(r.GetID(), r.GetExecID())
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	if t.status != statusCreated {
+		status := t.status
+		t.mu.Unlock()
+		return 0, fmt.Errorf("start task %q: it is %s, only a created task can start: %w", t.id, status, errdefs.ErrFailedPrecondition)
+	}
+	t.status = statusStarting
+	t.mu.Unlock()
+
+	err = t.proxy.Start(ctx)
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		if t.status == statusStarting {
+			t.status = statusCreated
+		}
+		return 0, fmt.Errorf("start task %q: %w", t.id, err)
+	}
+	if t.status == statusStarting {
+		t.status = statusRunning
+	}
+	t.events.publish(topicTaskStart, &eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
+	t.startPublished = true
+	if t.exitPending {
+		t.publishExitLocked()
+	}
+	log.G(ctx).WithField("id", t.id).Info("task started")
+	return t.pid, nil
+}
+
+// State answers from memory, never from the hypervisor: containerd allows
+// it two seconds.
+func (s *service) State(ctx context.Context, r *taskv3.StateRequest) (*taskv3.StateResponse, error) {
+	t, err := s.getInit(r.GetID(), r.GetExecID())
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	status, e := t.snapshot()
+	return &taskv3.StateResponse{
+		ID:         t.id,
+		Bundle:     t.bundle,
+		Pid:        t.pid,
+		Status:     status.apiStatus(),
+		Stdin:      t.io.Stdin,
+		Stdout:     t.io.Stdout,
+		Stderr:     t.io.Stderr,
+		Terminal:   t.io.Terminal,
+		ExitStatus: e.Status,
+		ExitedAt:   timestamppb.New(exitTime(status, e)),
+	}, nil
+}
+
+// Kill passes the signal to caronte: SIGTERM and the like ask the inmate
+// to shut down and destroy the cell after a grace period, SIGKILL destroys
+// it at once. `all` changes nothing: a partition is one "process".
+func (s *service) Kill(ctx context.Context, r *taskv3.KillRequest) (*emptypb.Empty, error) {
+	if err := s.kill(ctx, r); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func (s *service) kill(ctx context.Context, r *taskv3.KillRequest) error {
+	t, err := s.getInit(r.GetID(), r.GetExecID())
+	if err != nil {
+		return err
+	}
+	status, _ := t.snapshot()
+	if status == statusStopped {
+		// containerd and CRI take NotFound as "already gone".
+		return fmt.Errorf("kill task %q: process already finished: %w", t.id, errdefs.ErrNotFound)
+	}
+	if err := t.proxy.Kill(ctx, syscall.Signal(r.GetSignal())); err != nil {
+		return fmt.Errorf("kill task %q with signal %d: %w", t.id, r.GetSignal(), err)
+	}
+	return nil
+}
+
+// Wait blocks until the task exits, for any number of callers, and
+// returns the same status to each.
+func (s *service) Wait(ctx context.Context, r *taskv3.WaitRequest) (*taskv3.WaitResponse, error) {
+	t, err := s.getInit(r.GetID(), r.GetExecID())
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	select {
+	case <-t.exited:
+	case <-ctx.Done():
+		return nil, errgrpc.ToGRPC(ctx.Err())
+	}
+	status, e := t.snapshot()
+	return &taskv3.WaitResponse{ExitStatus: e.Status, ExitedAt: timestamppb.New(exitTime(status, e))}, nil
+}
+
+// Delete destroys a created or stopped task's cell (freeing its ledger
+// entry), unmounts its rootfs, removes its state and publishes TaskDelete.
+// Afterwards the id is unknown.
+func (s *service) Delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.DeleteResponse, error) {
+	resp, err := s.delete(ctx, r)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return resp, nil
+}
+
+func (s *service) delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.DeleteResponse, error) {
+	t, err := s.getInit(r.GetID(), r.GetExecID())
+	if err != nil {
+		return nil, err
+	}
+	t.deleteMu.Lock()
+	defer t.deleteMu.Unlock()
+
+	t.mu.Lock()
+	deleted, status := t.deleted, t.status
+	t.mu.Unlock()
+	switch {
+	case deleted:
+		return nil, fmt.Errorf("task %q: %w", t.id, errdefs.ErrNotFound)
+	case status == statusStarting || status == statusRunning:
+		return nil, fmt.Errorf("delete task %q: it is %s; kill it first: %w", t.id, status, errdefs.ErrFailedPrecondition)
+	}
+
+	// caronte first: it stops watching and closes the FIFOs; the cell is
+	// not touched by Close.
+	if err := t.proxy.Close(); err != nil {
+		log.G(ctx).WithError(err).WithField("id", t.id).Warn("close the task's stdio")
+	}
+	if err := t.part.Destroy(ctx); err != nil {
+		// The task stays, so that a retried Delete tries again.
+		return nil, fmt.Errorf("delete task %q: %w", t.id, err)
+	}
+	if t.state.Mounted {
+		if err := unmountRootfs(t.rootfs); err != nil {
+			return nil, fmt.Errorf("delete task %q: %w", t.id, err)
+		}
+	}
+	if err := removeState(t.bundle); err != nil {
+		return nil, fmt.Errorf("delete task %q: %w", t.id, err)
+	}
+
+	t.mu.Lock()
+	t.deleted = true
+	status, e := t.status, t.exit
+	if status != statusStopped {
+		close(t.exited) // a created task never exits: release its waiters
+	}
+	at := timestamppb.New(exitTime(status, e))
+	ev := &eventstypes.TaskDelete{ContainerID: t.id, ID: t.id, Pid: t.pid}
+	if status == statusStopped {
+		ev.ExitStatus, ev.ExitedAt = e.Status, at
+	}
+	t.events.publish(topicTaskDelete, ev)
+	t.mu.Unlock()
+
+	s.release(t.id)
+	log.G(ctx).WithField("id", t.id).Info("task deleted")
+	return &taskv3.DeleteResponse{Pid: t.pid, ExitStatus: e.Status, ExitedAt: at}, nil
+}
+
+// Pids lists the shim's pid for a task that is not deleted: containerd
+// takes an empty list after a daemon restart for a leaked shim and shuts it
+// down.
+func (s *service) Pids(ctx context.Context, r *taskv3.PidsRequest) (*taskv3.PidsResponse, error) {
+	t, err := s.get(r.GetID())
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskv3.PidsResponse{Processes: []*tasktypes.ProcessInfo{{Pid: t.pid}}}, nil
+}
+
+// Connect reports the shim's pid, and the task's while it exists.
+func (s *service) Connect(ctx context.Context, r *taskv3.ConnectRequest) (*taskv3.ConnectResponse, error) {
+	resp := &taskv3.ConnectResponse{ShimPid: s.pid, Version: s.version}
+	if t, err := s.get(r.GetID()); err == nil {
+		resp.TaskPid = t.pid
+	}
+	return resp, nil
+}
+
+// Shutdown lets the process exit once no task is left; with tasks left it
+// succeeds and keeps serving, as containerd expects of a shared shim.
+func (s *service) Shutdown(ctx context.Context, r *taskv3.ShutdownRequest) (*emptypb.Empty, error) {
+	if s.shutdown() {
+		log.G(ctx).Info("no task left; shutting down")
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// Stats returns an empty cgroup v2 Metrics: CRI type-switches on the cgroup
+// Metrics types and errors on anything else, and a partition has no host
+// cgroup to measure. Real numbers come with issue 5.
+func (s *service) Stats(ctx context.Context, r *taskv3.StatsRequest) (*taskv3.StatsResponse, error) {
+	if _, err := s.get(r.GetID()); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	stats, err := typeurl.MarshalAnyToProto(&cgroupsv2.Metrics{})
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskv3.StatsResponse{Stats: stats}, nil
+}
+
+// The RPCs a partition cannot support.
+
+func (s *service) Pause(ctx context.Context, r *taskv3.PauseRequest) (*emptypb.Empty, error) {
+	return nil, notImplemented("pause", "a partition's CPUs cannot be frozen from the host")
+}
+
+func (s *service) Resume(ctx context.Context, r *taskv3.ResumeRequest) (*emptypb.Empty, error) {
+	return nil, notImplemented("resume", "a partition's CPUs cannot be frozen from the host")
+}
+
+func (s *service) Checkpoint(ctx context.Context, r *taskv3.CheckpointTaskRequest) (*emptypb.Empty, error) {
+	return nil, notImplemented("checkpoint", "a partition has no host process to checkpoint")
+}
+
+func (s *service) Exec(ctx context.Context, r *taskv3.ExecProcessRequest) (*emptypb.Empty, error) {
+	return nil, notImplemented("exec", "a partition has no host process to run another process beside")
+}
+
+func (s *service) ResizePty(ctx context.Context, r *taskv3.ResizePtyRequest) (*emptypb.Empty, error) {
+	return nil, notImplemented("resize pty", "a partition's console is not a host pty")
+}
+
+func (s *service) CloseIO(ctx context.Context, r *taskv3.CloseIORequest) (*emptypb.Empty, error) {
+	return nil, notImplemented("close io", "a partition has no host process reading stdin")
+}
+
+func (s *service) Update(ctx context.Context, r *taskv3.UpdateTaskRequest) (*emptypb.Empty, error) {
+	return nil, notImplemented("update", "a partition's resources are fixed when its cell is created")
+}
+
+func notImplemented(rpc, reason string) error {
+	return errgrpc.ToGRPC(fmt.Errorf("%s: %s: %w", rpc, reason, errdefs.ErrNotImplemented))
+}
+
+// getInit returns the task for RPCs that address a process: a partition
+// has only its init, so every exec id is unknown.
+func (s *service) getInit(id, execID string) (*task, error) {
+	t, err := s.get(id)
+	if err != nil {
+		return nil, err
+	}
+	if execID != "" {
+		return nil, fmt.Errorf("exec %q in task %q: a partition has no exec processes: %w", execID, id, errdefs.ErrNotFound)
+	}
+	return t, nil
+}
+
+// taskExitEvent is the TaskExit of a partition's init.
+func taskExitEvent(id string, pid uint32, e caronte.Exit) *eventstypes.TaskExit {
+	return &eventstypes.TaskExit{
+		ContainerID: id,
+		ID:          id,
+		Pid:         pid,
+		ExitStatus:  e.Status,
+		ExitedAt:    timestamppb.New(e.At),
+	}
+}
