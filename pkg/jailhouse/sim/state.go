@@ -1,0 +1,426 @@
+package sim
+
+// The simulated host lives in one JSON state file under the simulator's
+// directory. Every access is a transaction: take the flock on the lock file,
+// read the state, advance the scripted inmates to now, apply the change,
+// write the state back (temp file + rename) and re-render the sysfs tree.
+// Nothing is kept in a Driver's memory between transactions, so any number
+// of processes can share one simulated host and any of them may die at any
+// time.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+)
+
+// stateVersion changes whenever the state file's schema does.
+const stateVersion = 1
+
+// Files and directories under the simulator's directory.
+const (
+	stateFile   = "state.json"
+	lockFile    = "state.lock"   // guards state.json and everything rendered from it
+	requestLock = "request.lock" // the driver's global mutex (jailhouse_lock)
+	consoleDir  = "console"      // per-cell console streams, <serial>.log
+	tmpDir      = "tmp"          // temp files, renamed into place
+	dmesgFile   = "dmesg"        // the driver's kernel log lines
+	sysfsSubdir = "sys/devices/jailhouse"
+)
+
+// hostState is the whole simulated host.
+type hostState struct {
+	Version int `json:"version"`
+	// Arch is the build architecture of the simulated driver.
+	Arch jailhouse.Arch `json:"arch"`
+	// NrCPUIDs is Linux's nr_cpu_ids; 0 until the first enable when no
+	// option fixed it, then the root cpu set's highest CPU + 1.
+	NrCPUIDs      int  `json:"nr_cpu_ids"`
+	NrCPUIDsFixed bool `json:"nr_cpu_ids_fixed"`
+
+	Enabled bool `json:"enabled"`
+	// System describes the enabled hypervisor; nil while disabled.
+	System *systemState `json:"system,omitempty"`
+	// Cells are the non-root cells in creation order (the driver's list).
+	Cells []*cellState `json:"cells"`
+	// NextSerial numbers cell instances, so that a console stream of a
+	// destroyed cell is never confused with a new cell of the same name.
+	NextSerial uint64 `json:"next_serial"`
+
+	// Ring is the hypervisor's console page.
+	Ring ring `json:"ring"`
+	// ConsoleAvailable is the VIRTUAL_DEBUG_CONSOLE flag of the last enable.
+	ConsoleAvailable bool `json:"console_available"`
+	// LastConsole is the ring saved at disable (the driver's last_console).
+	LastConsole lastConsole `json:"last_console"`
+	// CoreWritten says the sysfs "core" file exists (first enable on).
+	CoreWritten bool `json:"core_written"`
+
+	// Stats are the per-CPU counters, indexed by the statistic codes of
+	// CPU_GET_INFO (jailhouse-abi §3.2).
+	Stats map[int]*cpuStats `json:"stats,omitempty"`
+
+	// Injected maps a request name to the errno its next call fails with.
+	Injected map[string]unix.Errno `json:"injected,omitempty"`
+}
+
+// systemState is what the hypervisor keeps of the system configuration.
+type systemState struct {
+	Flags     jailhouse.SystemFlags `json:"flags"`
+	RootName  string                `json:"root_name"`
+	RootCPUs  []int                 `json:"root_cpus"` // CPUs the root owns now
+	GICDBase  uint64                `json:"gicd_base"`
+	ConfigLen int                   `json:"config_len"`
+	// RootPCI are the root cell's PCI devices (for returning devices to the
+	// root and for ivshmem links).
+	RootPCI []jailhouse.PCIDevice `json:"root_pci,omitempty"`
+	Pool    pools                 `json:"pool"`
+	// Links are the ivshmem links, by bdf.
+	Links []ivshmemLink `json:"links,omitempty"`
+}
+
+type pools struct {
+	MemSize   int `json:"mem_size"`
+	MemUsed   int `json:"mem_used"`
+	RemapSize int `json:"remap_size"`
+	RemapUsed int `json:"remap_used"`
+}
+
+// ivshmemLink is one virtual PCI bdf shared by peers; Peers[id] is the name
+// of the cell holding device id, "" when free.
+type ivshmemLink struct {
+	BDF   uint16   `json:"bdf"`
+	Peers []string `json:"peers"`
+}
+
+// cellState is one non-root cell.
+type cellState struct {
+	Serial uint64              `json:"serial"`
+	ID     int                 `json:"id"`
+	Name   string              `json:"name"`
+	Flags  jailhouse.CellFlags `json:"flags"`
+	CPUs   []int               `json:"cpus"`
+	Failed []int               `json:"failed_cpus,omitempty"`
+	State  jailhouse.CellState `json:"state"`
+	// Loadable is set by CELL_LOAD and cleared by CELL_START.
+	Loadable        bool                  `json:"loadable"`
+	CPUResetAddress uint64                `json:"cpu_reset_address"`
+	MsgReplyTimeout uint64                `json:"msg_reply_timeout"`
+	Regions         []jailhouse.Memory    `json:"regions,omitempty"`
+	PCI             []jailhouse.PCIDevice `json:"pci,omitempty"`
+	PoolPages       int                   `json:"pool_pages"`
+
+	// Images is the cell memory the simulator cares about: what was
+	// loaded where, with the bytes kept only for scripts.
+	Images []image `json:"images,omitempty"`
+	// Program is the scripted inmate; nil for an opaque payload, before
+	// the first start and after the inmate stopped.
+	Program *program `json:"program,omitempty"`
+	// Policy is how the inmate answers SHUTDOWN_REQUEST.
+	Policy string `json:"policy"`
+	// Starts counts CELL_STARTs; a cell console reader ends at a terminal
+	// state only once the cell has run.
+	Starts int `json:"starts"`
+	// OutLen is the length of the cell's console stream; OutDropped counts
+	// bytes dropped after maxCellOutput.
+	OutLen     int64 `json:"out_len"`
+	OutDropped int64 `json:"out_dropped,omitempty"`
+}
+
+// image is one loaded preload image.
+type image struct {
+	Target uint64 `json:"target"`
+	Size   uint64 `json:"size"`
+	Script []byte `json:"script,omitempty"` // the payload, if it is a script
+}
+
+// cpuStats are one CPU's counters, indexed by statistic code.
+type cpuStats [numStats]uint32
+
+// ring is struct jailhouse_virt_console: a 2048-byte ring and a monotonic
+// 32-bit tail (the write index is tail % 2048).
+type ring struct {
+	Content []byte `json:"content"`
+	Tail    uint32 `json:"tail"`
+}
+
+// ringSize is sizeof(jailhouse_virt_console.content).
+const ringSize = 2048
+
+type lastConsole struct {
+	Valid bool   `json:"valid"`
+	ID    uint32 `json:"id"`
+	Page  ring   `json:"page"`
+}
+
+func (r *ring) write(s string) {
+	if len(r.Content) != ringSize {
+		r.Content = make([]byte, ringSize)
+	}
+	for i := 0; i < len(s); i++ {
+		r.Content[r.Tail%ringSize] = s[i]
+		r.Tail++
+	}
+}
+
+// dumpDelta is the driver's __jailhouse_console_dump_delta: the bytes from
+// head to tail, at most the last 2048, and how many were lost before them.
+// The arithmetic is the driver's unsigned 32-bit one, wrap-around included.
+func (r *ring) dumpDelta(head uint32) (data []byte, missed uint32) {
+	delta := r.Tail - head
+	if delta > ringSize {
+		missed = delta - ringSize
+		head = r.Tail - ringSize
+		delta = ringSize
+	}
+	if delta == 0 {
+		return nil, missed
+	}
+	content := r.Content
+	if len(content) != ringSize {
+		content = make([]byte, ringSize)
+	}
+	data = make([]byte, 0, delta)
+	start := head % ringSize
+	if start+delta > ringSize {
+		data = append(data, content[start:]...)
+		data = append(data, content[:delta-(ringSize-start)]...)
+	} else {
+		data = append(data, content[start:start+delta]...)
+	}
+	return data, missed
+}
+
+func (s *hostState) cell(name string) *cellState {
+	for _, c := range s.Cells {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func (s *hostState) cellBySerial(serial uint64) *cellState {
+	for _, c := range s.Cells {
+		if c.Serial == serial {
+			return c
+		}
+	}
+	return nil
+}
+
+// lowestFreeID is the driver's id allocation: the lowest unused integer,
+// root being 0.
+func (s *hostState) lowestFreeID() int {
+	for id := 1; ; id++ {
+		if !slices.ContainsFunc(s.Cells, func(c *cellState) bool { return c.ID == id }) {
+			return id
+		}
+	}
+}
+
+// flock takes an exclusive flock on path, creating the file. Each call opens
+// its own file description, so goroutines of one process exclude each other
+// as well as other processes.
+func flock(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("flock %s: %w", path, err)
+	}
+	return func() {
+		// Closing the last descriptor releases the lock.
+		f.Close()
+	}, nil
+}
+
+func (d *Driver) readState() (*hostState, []byte, error) {
+	path := filepath.Join(d.dir, stateFile)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read simulator state: %w", err)
+	}
+	var s hostState
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, nil, fmt.Errorf("simulator state %s is corrupt: %w", path, err)
+	}
+	if s.Version != stateVersion {
+		return nil, nil, fmt.Errorf("simulator state %s has version %d, this simulator reads version %d", path, s.Version, stateVersion)
+	}
+	return &s, raw, nil
+}
+
+func (d *Driver) writeState(s *hostState) ([]byte, error) {
+	raw, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode simulator state: %w", err)
+	}
+	if err := d.writeFileAtomic(filepath.Join(d.dir, stateFile), raw, 0o600); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// writeFileAtomic writes a file through a temp file in the simulator's tmp
+// directory and a rename, so no reader ever sees it half written and no
+// temp file ever shows up in a directory someone lists.
+func (d *Driver) writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.CreateTemp(filepath.Join(d.dir, tmpDir), "w-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp, mode)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// tx is one transaction on the host state.
+type tx struct {
+	d   *Driver
+	s   *hostState
+	now time.Time
+	// out collects console output to write before the state that counts
+	// it, in order.
+	out []segment
+	// gone lists the console streams of cells destroyed in this
+	// transaction, with their final lengths.
+	gone []segment
+	// dmesg collects driver log lines.
+	dmesg []string
+}
+
+// segment is a piece of a cell's console stream at an offset.
+type segment struct {
+	serial uint64
+	off    int64
+	data   []byte
+}
+
+// update runs fn as one transaction. fn may change tx.s; the state is
+// written back (and sysfs re-rendered) if anything changed, even when fn
+// fails, because the real driver keeps partial effects too (images loaded
+// before a bad one, console messages). after, if not nil, runs after the
+// render while the lock is still held: readers of the sysfs tree use it.
+func (d *Driver) update(fn func(t *tx) error, after func() error) error {
+	unlock, err := flock(filepath.Join(d.dir, lockFile))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s, raw, err := d.readState()
+	if err != nil {
+		return err
+	}
+	t := &tx{d: d, s: s, now: d.now()}
+	t.advance()
+	var ferr error
+	if fn != nil {
+		ferr = fn(t)
+		t.advance()
+	}
+	if err := t.commit(raw); err != nil {
+		return errors.Join(ferr, err)
+	}
+	if ferr != nil {
+		return ferr
+	}
+	if after != nil {
+		return after()
+	}
+	return nil
+}
+
+// commit writes what the transaction changed: console streams first, then
+// the state that counts their bytes, then the sysfs tree.
+func (t *tx) commit(old []byte) error {
+	for _, seg := range t.out {
+		if err := t.d.writeConsole(seg.serial, seg.off, seg.data); err != nil {
+			return err
+		}
+	}
+	for _, g := range t.gone {
+		// Cut what a crashed writer may have left past the counted end,
+		// so that readers holding the file open read exactly the output.
+		if err := os.Truncate(t.d.consolePath(g.serial), g.off); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("cell console: %w", err)
+		}
+	}
+	if len(t.dmesg) > 0 {
+		if err := t.d.appendDmesg(t.now, t.dmesg); err != nil {
+			return err
+		}
+	}
+	raw, err := json.Marshal(t.s)
+	if err != nil {
+		return fmt.Errorf("encode simulator state: %w", err)
+	}
+	if bytes.Equal(raw, old) {
+		return nil
+	}
+	if err := t.d.writeFileAtomic(filepath.Join(t.d.dir, stateFile), raw, 0o600); err != nil {
+		return err
+	}
+	for _, g := range t.gone {
+		// Readers that have the stream open keep reading it.
+		os.Remove(t.d.consolePath(g.serial))
+	}
+	return t.d.render(t.s)
+}
+
+func (d *Driver) consolePath(serial uint64) string {
+	return filepath.Join(d.dir, consoleDir, strconv.FormatUint(serial, 10)+".log")
+}
+
+// writeConsole writes data at off in a cell's console stream. The offset
+// comes from the state, not from the file's size, so bytes a crashed
+// writer left behind without counting them are overwritten.
+func (d *Driver) writeConsole(serial uint64, off int64, data []byte) error {
+	f, err := os.OpenFile(d.consolePath(serial), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("cell console: %w", err)
+	}
+	_, werr := f.WriteAt(data, off)
+	return errors.Join(werr, f.Close())
+}
+
+func (d *Driver) appendDmesg(now time.Time, lines []string) error {
+	f, err := os.OpenFile(filepath.Join(d.dir, dmesgFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("dmesg: %w", err)
+	}
+	var b bytes.Buffer
+	for _, l := range lines {
+		fmt.Fprintf(&b, "[%s] %s\n", now.UTC().Format(time.RFC3339Nano), l)
+	}
+	_, werr := f.Write(b.Bytes())
+	return errors.Join(werr, f.Close())
+}
