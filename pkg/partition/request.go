@@ -41,8 +41,11 @@ type Request struct {
 //     board's granule; 64 MiB when unset, 0 or -1 ("unlimited": a partition
 //     cannot be unlimited).
 //
-// Values no container could mean are errdefs.ErrInvalidArgument naming the
-// spec field. Sizes the board cannot fit now are the allocator's business.
+// Values no container could mean, and sizes the board could never give (more
+// RAM than its whole pool, more CPUs than it has for partitions), are
+// errdefs.ErrInvalidArgument naming the spec field. Sizes the board cannot
+// fit now, because other partitions hold the room, are the allocator's
+// business (errdefs.ErrResourceExhausted).
 func RequestFromSpec(spec *specs.Spec, b *Board) (Request, error) {
 	req := Request{NumCPUs: 1, Memory: alignUp(DefaultMemory, b.Granule)}
 	if spec == nil || spec.Linux == nil || spec.Linux.Resources == nil {
@@ -93,6 +96,18 @@ func RequestFromSpec(spec *specs.Spec, b *Board) (Request, error) {
 		case limit > 0:
 			req.Memory = alignUp(uint64(limit), b.Granule)
 		}
+	}
+
+	// Sizes the board could never give are the spec's fault, not a lack of
+	// free resources: no amount of waiting makes them fit.
+	if whole := b.Pool.End - alignUp(b.Pool.Start, b.Granule); req.Memory > whole {
+		return Request{}, specError("linux.resources.memory.limit", formatSize(req.Memory),
+			fmt.Sprintf("more than board %s's whole partition pool %s (%s)", b.Name, b.Pool, formatSize(whole)))
+	}
+	if req.NumCPUs > len(b.PartitionCPUs) {
+		return Request{}, specError("linux.resources.cpu", fmt.Sprintf("%d CPUs", req.NumCPUs),
+			fmt.Sprintf("more than the %d CPUs board %s has for partitions (%s)",
+				len(b.PartitionCPUs), b.Name, jailhouse.FormatCPUList(b.PartitionCPUs)))
 	}
 	return req, nil
 }

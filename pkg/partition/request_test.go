@@ -65,6 +65,8 @@ func TestRequestFromSpecErrors(t *testing.T) {
 		{"cpuset naming a CPU the board lacks", specWith(&specs.LinuxCPU{Cpus: "99"}, nil), "linux.resources.cpu.cpus", "CPU 99"},
 		{"quota with zero period", specWith(&specs.LinuxCPU{Quota: ptr[int64](1000), Period: ptr[uint64](0)}, nil), "linux.resources.cpu.period", "non-zero"},
 		{"absurd quota", specWith(&specs.LinuxCPU{Quota: ptr[int64](1 << 62), Period: ptr[uint64](1)}, nil), "linux.resources.cpu.quota", "more than Jailhouse"},
+		{"memory beyond the whole pool", specWith(nil, &specs.LinuxMemory{Limit: ptr[int64](1 << 30)}), "linux.resources.memory.limit", "whole partition pool 0x70000000-0x7f800000 (248 MiB)"},
+		{"more CPUs than the board has", specWith(&specs.LinuxCPU{Quota: ptr[int64](1500000), Period: ptr[uint64](100000)}, nil), "linux.resources.cpu", "more than the 14 CPUs"},
 		{"negative memory limit", specWith(nil, &specs.LinuxMemory{Limit: ptr[int64](-2)}), "linux.resources.memory.limit", "negative"},
 	}
 	for _, tt := range tests {
