@@ -2,6 +2,7 @@ package partition
 
 import (
 	"bytes"
+	"cmp"
 	"embed"
 	"errors"
 	"fmt"
@@ -311,15 +312,7 @@ func rootIO(c *jailhouse.Cell) []Range {
 // covered reports whether r lies inside the union of rs.
 func covered(r Range, rs []Range) bool {
 	sorted := slices.Clone(rs)
-	slices.SortFunc(sorted, func(a, b Range) int {
-		switch {
-		case a.Start < b.Start:
-			return -1
-		case a.Start > b.Start:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(sorted, func(a, b Range) int { return cmp.Compare(a.Start, b.Start) })
 	at := r.Start
 	for _, s := range sorted {
 		if s.Start <= at && at < s.End {

@@ -364,6 +364,14 @@ func imageRel(p string) string {
 // the rootfs.
 var errPathEscapes = errors.New("escapes the rootfs (symlinks must be relative and stay inside the image)")
 
+// errNotInImage is a missing image file; it matches fs.ErrNotExist.
+var errNotInImage error = notInImage{}
+
+type notInImage struct{}
+
+func (notInImage) Error() string        { return "does not exist in the image" }
+func (notInImage) Is(target error) bool { return target == fs.ErrNotExist }
+
 // imageFileError makes an os.Root error readable: the root reports escapes
 // with an unexported error whose text is all there is to match on.
 func imageFileError(err error) error {
@@ -373,7 +381,7 @@ func imageFileError(err error) error {
 			return errPathEscapes
 		}
 		if errors.Is(pe.Err, fs.ErrNotExist) {
-			return fmt.Errorf("does not exist in the image: %w", fs.ErrNotExist)
+			return errNotInImage
 		}
 		return pe.Err
 	}

@@ -2,6 +2,7 @@ package partition
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -339,15 +340,7 @@ func freeRanges(entries []Entry, pool Range) []Range {
 			}
 		}
 	}
-	slices.SortFunc(held, func(a, b Range) int {
-		switch {
-		case a.Start < b.Start:
-			return -1
-		case a.Start > b.Start:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(held, func(a, b Range) int { return cmp.Compare(a.Start, b.Start) })
 	var free []Range
 	at := pool.Start
 	for _, h := range held {
