@@ -393,7 +393,11 @@ func (t *tx) commit(old []byte) error {
 		// Readers that have the stream open keep reading it.
 		os.Remove(t.d.consolePath(g.serial))
 	}
-	return t.d.render(t.s)
+	var prev hostState
+	if err := json.Unmarshal(old, &prev); err != nil {
+		return t.d.render(t.s)
+	}
+	return t.d.renderDelta(&prev, t.s)
 }
 
 func (d *Driver) consolePath(serial uint64) string {

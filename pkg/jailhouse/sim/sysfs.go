@@ -109,7 +109,8 @@ func statValue(s *hostState, cpu, code int) int32 {
 	return int32(st[code] & 0x7fffffff)
 }
 
-// render brings the sysfs tree on disk in line with s.
+// render brings the sysfs tree on disk in line with s, comparing with what
+// is on disk. Open uses it, because the tree may be missing or stale.
 func (d *Driver) render(s *hostState) error {
 	files, dirs := sysfsTree(s)
 	root := d.sysfs
@@ -143,15 +144,8 @@ func (d *Driver) render(s *hostState) error {
 			return fmt.Errorf("render sysfs: %w", err)
 		}
 	}
-	dirList := make([]string, 0, len(dirs))
-	for dir := range dirs {
-		dirList = append(dirList, dir)
-	}
-	slices.SortFunc(dirList, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
-	for _, dir := range dirList {
-		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
-			return fmt.Errorf("render sysfs: %w", err)
-		}
+	if err := d.mkdirs(dirs); err != nil {
+		return err
 	}
 	for rel, f := range files {
 		path := filepath.Join(root, rel)
@@ -161,6 +155,61 @@ func (d *Driver) render(s *hostState) error {
 			}
 		}
 		if err := d.writeFileAtomic(path, f.data, f.mode); err != nil {
+			return fmt.Errorf("render sysfs: %w", err)
+		}
+	}
+	return nil
+}
+
+// renderDelta changes on disk what differs between the trees of prev, the
+// state the tree was last rendered from, and s. Transactions use it: it
+// touches only the files that change.
+func (d *Driver) renderDelta(prev, s *hostState) error {
+	oldFiles, oldDirs := sysfsTree(prev)
+	files, dirs := sysfsTree(s)
+	root := d.sysfs
+	var goneDirs []string
+	for dir := range oldDirs {
+		if !dirs[dir] {
+			goneDirs = append(goneDirs, dir)
+		}
+	}
+	// Shallowest first; RemoveAll takes what is below.
+	slices.SortFunc(goneDirs, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
+	for _, dir := range goneDirs {
+		if err := os.RemoveAll(filepath.Join(root, dir)); err != nil {
+			return fmt.Errorf("render sysfs: %w", err)
+		}
+	}
+	for rel := range oldFiles {
+		if _, ok := files[rel]; !ok {
+			if err := os.Remove(filepath.Join(root, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("render sysfs: %w", err)
+			}
+		}
+	}
+	if err := d.mkdirs(dirs); err != nil {
+		return err
+	}
+	for rel, f := range files {
+		if old, ok := oldFiles[rel]; ok && old.mode == f.mode && bytes.Equal(old.data, f.data) {
+			continue
+		}
+		if err := d.writeFileAtomic(filepath.Join(root, rel), f.data, f.mode); err != nil {
+			return fmt.Errorf("render sysfs: %w", err)
+		}
+	}
+	return nil
+}
+
+func (d *Driver) mkdirs(dirs map[string]bool) error {
+	list := make([]string, 0, len(dirs))
+	for dir := range dirs {
+		list = append(list, dir)
+	}
+	slices.SortFunc(list, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
+	for _, dir := range list {
+		if err := os.MkdirAll(filepath.Join(d.sysfs, dir), 0o755); err != nil {
 			return fmt.Errorf("render sysfs: %w", err)
 		}
 	}

@@ -1,0 +1,262 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+)
+
+func TestParseScriptErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		script string
+		line   int
+		msg    string
+	}{
+		{"unknown command", "#!runphi-sim\nprint a\nprnt b\n", 3, `unknown command "prnt"`},
+		{"sleep without a unit", "#!runphi-sim\nsleep 5\n", 2, "not a Go duration"},
+		{"negative sleep", "#!runphi-sim\nsleep -1s\n", 2, "negative"},
+		{"loop without end", "#!runphi-sim\nloop 2\nprint a\nloop 3\nend\n", 2, "loop without end"},
+		{"end without loop", "#!runphi-sim\nprint a\nend\n", 3, "end without loop"},
+		{"bad loop count", "#!runphi-sim\nloop many\nend\n", 2, "not a count"},
+		{"negative loop count", "#!runphi-sim\nloop -2\nend\n", 2, "not a count"},
+		{"bad policy", "#!runphi-sim\non-shutdown maybe\n", 2, `"maybe"`},
+		{"exit with an argument", "#!runphi-sim\nexit 3\n", 2, "takes no argument"},
+		{"missing magic", "print a\n", 1, "first line"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseScript([]byte(tc.script))
+			var se *ScriptError
+			if !errors.As(err, &se) {
+				t.Fatalf("parseScript: %v, want a *ScriptError", err)
+			}
+			if se.Line != tc.line || !strings.Contains(se.Msg, tc.msg) {
+				t.Errorf("error at line %d %q, want line %d containing %q", se.Line, se.Msg, tc.line, tc.msg)
+			}
+		})
+	}
+}
+
+func TestParseScriptAccepts(t *testing.T) {
+	// Comments, blank lines, indentation, CRLF and the NUL that
+	// "jailhouse cell load -s" appends are all fine.
+	src := "#!runphi-sim\r\n# a comment\r\n\r\n  loop forever\r\n\tprint   two  spaces\r\n\tsleep 1.5s\r\n  end\r\n\x00garbage"
+	ops, err := parseScript([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []opKind{opLoop, opPrint, opSleep, opEnd}
+	if len(ops) != len(want) {
+		t.Fatalf("ops = %+v, want kinds %v", ops, want)
+	}
+	for i, k := range want {
+		if ops[i].Kind != k {
+			t.Errorf("op %d is %s, want %s", i, ops[i].Kind, k)
+		}
+	}
+	if ops[1].Text != "  two  spaces" {
+		t.Errorf("print text = %q, want the text after one separator, verbatim", ops[1].Text)
+	}
+	if ops[2].Dur != int64(1500*time.Millisecond) || ops[0].N != -1 {
+		t.Errorf("sleep %d, loop count %d; want 1.5s and forever", ops[2].Dur, ops[0].N)
+	}
+}
+
+// cellOutput is what a cell printed so far, read from its console file
+// without waiting.
+func cellOutput(t *testing.T, d *Driver, name string) string {
+	t.Helper()
+	var serial uint64
+	var n int64
+	must(t, d.update(func(tx *tx) error {
+		c := tx.s.cell(name)
+		if c == nil {
+			return fmt.Errorf("no cell %q", name)
+		}
+		serial, n = c.Serial, c.OutLen
+		return nil
+	}, nil))
+	b, err := os.ReadFile(d.consolePath(serial))
+	if errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	must(t, err)
+	if int64(len(b)) < n {
+		t.Fatalf("console file of %q has %d bytes, the state counts %d", name, len(b), n)
+	}
+	return string(b[:n])
+}
+
+func TestScriptTimeline(t *testing.T) {
+	clk := newFakeClock()
+	d := enabled(t, Options{Now: clk.Now})
+	run(t, d, testCell(t, "c", []int{2}),
+		"print boot",
+		"loop 3",
+		"  print tick",
+		"  sleep 1s",
+		"end",
+		"lock",
+		"print locked",
+		"sleep 1s",
+		"unlock",
+		"print done",
+		"exit",
+		"print never",
+	)
+	steps := []struct {
+		advance time.Duration
+		out     string
+		state   jailhouse.CellState
+	}{
+		{0, "boot\ntick\n", jailhouse.StateRunning},
+		{999 * time.Millisecond, "boot\ntick\n", jailhouse.StateRunning},
+		{time.Millisecond, "boot\ntick\ntick\n", jailhouse.StateRunning},
+		{time.Second, "boot\ntick\ntick\ntick\n", jailhouse.StateRunning},
+		{time.Second, "boot\ntick\ntick\ntick\nlocked\n", jailhouse.StateRunningLocked},
+		{time.Second, "boot\ntick\ntick\ntick\nlocked\ndone\n", jailhouse.StateShutDown},
+		{time.Hour, "boot\ntick\ntick\ntick\nlocked\ndone\n", jailhouse.StateShutDown},
+	}
+	for i, s := range steps {
+		clk.Advance(s.advance)
+		if got := stateOf(t, d, "c"); got != s.state {
+			t.Errorf("step %d: state %v, want %v", i, got, s.state)
+		}
+		if got := cellOutput(t, d, "c"); got != s.out {
+			t.Errorf("step %d: output %q, want %q", i, got, s.out)
+		}
+	}
+}
+
+func TestScriptEnds(t *testing.T) {
+	tests := []struct {
+		name   string
+		script []string
+		state  jailhouse.CellState
+		out    string
+	}{
+		{"exit shuts the cell down", []string{"print bye", "exit"}, jailhouse.StateShutDown, "bye\n"},
+		{"fail fails the cell", []string{"fail", "print never"}, jailhouse.StateFailed, ""},
+		{"running off the end keeps the cell running", []string{"print idle"}, jailhouse.StateRunning, "idle\n"},
+		{"nested loops multiply", []string{"loop 2", "loop 3", "print x", "end", "print y", "end"}, jailhouse.StateRunning, "x\nx\nx\ny\nx\nx\nx\ny\n"},
+		{"loop 0 skips its body", []string{"loop 0", "print x", "end", "print y"}, jailhouse.StateRunning, "y\n"},
+		{"a bad script crashes the inmate", []string{"print a", "bogus"}, jailhouse.StateFailed, "runphi-sim: inmate crashed: runphi-sim script line 3: unknown command \"bogus\"\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newFakeClock()
+			d := enabled(t, Options{Now: clk.Now})
+			run(t, d, testCell(t, "c", []int{2}), tc.script...)
+			if got := stateOf(t, d, "c"); got != tc.state {
+				t.Errorf("state %v, want %v", got, tc.state)
+			}
+			if got := cellOutput(t, d, "c"); got != tc.out {
+				t.Errorf("output %q, want %q", got, tc.out)
+			}
+		})
+	}
+}
+
+func TestScriptLoopForeverIsBounded(t *testing.T) {
+	// A loop that never sleeps must not hang a transaction: each one runs
+	// a bounded number of steps and the inmate catches up later.
+	clk := newFakeClock()
+	d := enabled(t, Options{Now: clk.Now})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(t, d, testCell(t, "c", []int{2}), "loop forever", "print spin", "end")
+		_, err := d.Cells()
+		must(t, err)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a transaction with a spinning inmate did not return")
+	}
+	out := cellOutput(t, d, "c")
+	n := strings.Count(out, "spin\n")
+	if n == 0 || n > 4*maxStepsPerAdvance {
+		t.Errorf("%d lines after a few transactions, want between 1 and %d", n, 4*maxStepsPerAdvance)
+	}
+}
+
+func TestScriptEntryImage(t *testing.T) {
+	// The first CPU starts at cpu_reset_address: a script there wins over
+	// one loaded elsewhere; with no script there, the first script loaded
+	// runs.
+	tests := []struct {
+		name   string
+		images []jailhouse.Image
+		out    string
+	}{
+		{"script at the reset address", []jailhouse.Image{
+			{Data: []byte(ScriptMagic + "\nprint elsewhere\n"), Target: 0x8000},
+			{Data: []byte(ScriptMagic + "\nprint entry\n"), Target: 0},
+		}, "entry\n"},
+		{"opaque payload at the reset address", []jailhouse.Image{
+			{Data: []byte("\x7fELF..."), Target: 0},
+			{Data: []byte(ScriptMagic + "\nprint first\n"), Target: 0x8000},
+			{Data: []byte(ScriptMagic + "\nprint second\n"), Target: 0x9000},
+		}, "first\n"},
+		{"a later image overwrites the script", []jailhouse.Image{
+			{Data: []byte(ScriptMagic + "\nprint gone\n"), Target: 0},
+			{Data: []byte("\x7fELF"), Target: 0x4},
+		}, ""},
+		{"opaque payload only", []jailhouse.Image{{Data: []byte("\x7fELF"), Target: 0}}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := enabled(t, Options{})
+			create(t, d, testCell(t, "c", []int{2}))
+			must(t, d.LoadCell("c", tc.images...))
+			must(t, d.StartCell("c"))
+			if got := cellOutput(t, d, "c"); got != tc.out {
+				t.Errorf("output %q, want %q", got, tc.out)
+			}
+			if got := stateOf(t, d, "c"); got != jailhouse.StateRunning {
+				t.Errorf("state %v, want running", got)
+			}
+		})
+	}
+}
+
+func TestScriptPolicyChangesWhileWaiting(t *testing.T) {
+	// A request to a cell that ignores it waits; when the inmate later
+	// exits (a shut-down cell counts as having accepted), it goes ahead.
+	clk := newFakeClock()
+	d := enabled(t, Options{Now: clk.Now, ReplyTimeout: 10 * time.Second})
+	run(t, d, testCell(t, "c", []int{2}), "on-shutdown ignore", "sleep 1s", "exit")
+	errc := make(chan error, 1)
+	go func() { errc <- d.DestroyCell("c") }()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-errc:
+		t.Fatalf("destroy returned %v while the cell ignored the request", err)
+	default:
+	}
+	clk.Advance(time.Second)
+	select {
+	case err := <-errc:
+		must(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("destroy did not finish after the inmate exited")
+	}
+}
+
+func TestRestartRunsTheScriptAgain(t *testing.T) {
+	clk := newFakeClock()
+	d := enabled(t, Options{Now: clk.Now})
+	run(t, d, testCell(t, "c", []int{2}), "print hello", "exit")
+	must(t, d.StartCell("c"))
+	if got := cellOutput(t, d, "c"); got != "hello\nhello\n" {
+		t.Errorf("output after a restart %q, want the script's output twice", got)
+	}
+}
