@@ -96,3 +96,37 @@ func TestUpstreamBuilt(t *testing.T) {
 		t.Fatalf("no .cell files under %s", dir)
 	}
 }
+
+// TestUpstreamCheck runs Check over each system configuration under
+// $JAILHOUSE_CELLS with the cells named after it (qemu-arm64 with
+// qemu-arm64-*.cell) and logs the findings, for comparison with
+// `jailhouse config check`.
+func TestUpstreamCheck(t *testing.T) {
+	dir := os.Getenv("JAILHOUSE_CELLS")
+	if dir == "" {
+		t.Skip("JAILHOUSE_CELLS not set")
+	}
+	systems, _ := filepath.Glob(filepath.Join(dir, "*", "*.cell"))
+	for _, path := range systems {
+		b, err := os.ReadFile(path)
+		if err != nil || !bytes.HasPrefix(b, []byte(sigSystem)) {
+			continue
+		}
+		s, err := DecodeSystem(b)
+		if err != nil {
+			continue
+		}
+		board := strings.TrimSuffix(filepath.Base(path), ".cell")
+		var cells []*Cell
+		names, _ := filepath.Glob(filepath.Join(filepath.Dir(path), board+"-*.cell"))
+		for _, name := range names {
+			b, _ := os.ReadFile(name)
+			if c, err := DecodeCell(b); err == nil {
+				cells = append(cells, c)
+			}
+		}
+		for _, f := range Check(s, cells...) {
+			t.Logf("%s: %v", board, f)
+		}
+	}
+}
