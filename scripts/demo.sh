@@ -23,7 +23,8 @@ IMAGE=docker.io/runphi/demo:latest
 RUNTIME=io.containerd.runphi.v2
 SOCK=$W/containerd.sock
 
-say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+say() { printf '%sdemo:%s %s\n' "$B" "$N" "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (containerd mounts the container's rootfs)"
@@ -46,7 +47,7 @@ kill_shims() {
 	local f pid
 	for f in /proc/[0-9]*/cmdline; do
 		pid=${f#/proc/}; pid=${pid%/cmdline}
-		if tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "-address $SOCK "; then
+		if [[ "$( { tr '\0' ' ' <"$f"; } 2>/dev/null)" == *"-address $SOCK "* ]]; then
 			kill -9 "$pid" 2>/dev/null || true
 		fi
 	done

@@ -36,11 +36,14 @@ fi
 
 # 2. containerd v2 from the Go module proxy.
 want=${CONTAINERD2_VERSION#v}
+# Versions are captured before matching: `cmd | grep -q` under pipefail fails
+# whenever grep exits before cmd has finished writing (SIGPIPE).
 have_v2() {
+	local out
 	[ -x "$TOOLS_BIN/containerd" ] && [ -x "$TOOLS_BIN/ctr" ] && [ -x "$TOOLS_BIN/containerd-shim-runc-v2" ] || return 1
-	"$TOOLS_BIN/containerd" --version 2>/dev/null | grep -q " $want" || return 1
-	"$TOOLS_BIN/ctr" --version 2>/dev/null | grep -q " $want" || return 1
-	"$TOOLS_BIN/containerd-shim-runc-v2" -v 2>/dev/null | grep -q "Version: *$want"
+	out=$("$TOOLS_BIN/containerd" --version 2>/dev/null) && [[ $out == *" $want"* ]] || return 1
+	out=$("$TOOLS_BIN/ctr" --version 2>/dev/null) && [[ $out == *" $want"* ]] || return 1
+	out=$("$TOOLS_BIN/containerd-shim-runc-v2" -v 2>/dev/null) && [[ $out =~ Version:\ *$want ]]
 }
 if ! have_v2; then
 	say "go install containerd $CONTAINERD2_VERSION into $TOOLS_BIN (about 100 s the first time)"
