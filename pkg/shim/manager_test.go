@@ -282,3 +282,54 @@ func TestInfoAndVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteAfterShimDied creates a partition in-process (the "dead shim"),
+// then runs the `delete` binary on its bundle, as containerd does after
+// losing the shim: the cell is destroyed, the ledger entry freed, the state
+// removed and 137 reported, from the state file alone.
+func TestDeleteAfterShimDied(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	bundle := h.bundle(t, "t1", partitionImage(inmateForever), "")
+	if _, err := h.svc.Create(ctx, &taskv3.CreateTaskRequest{ID: "t1", Bundle: bundle}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := h.svc.Start(ctx, &taskv3.StartRequest{ID: "t1"}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if cells := h.simCells(t); len(cells) != 1 {
+		t.Fatalf("cells %v, want one", cells)
+	}
+
+	d := &daemon{dir: h.dir, grpc: filepath.Join(h.dir, "c.sock")}
+	// delete gets no configuration from anywhere: everything it needs
+	// comes from the state file.
+	out, err := d.shim(t, bundle, "t1", nil, "-bundle", bundle, "delete")
+	if err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	var resp taskv3.DeleteResponse
+	if err := proto.Unmarshal(out, &resp); err != nil {
+		t.Fatalf("delete printed %q: %v", out, err)
+	}
+	if resp.GetExitStatus() != 137 || resp.GetPid() != 4242 {
+		t.Fatalf("delete = %v, want 137 and the recorded pid 4242", &resp)
+	}
+	if cells := h.simCells(t); len(cells) != 0 {
+		t.Errorf("cells %v left after delete", cells)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
+		t.Errorf("state file after delete: %v", err)
+	}
+	h.svc.mu.Lock()
+	defer h.svc.mu.Unlock()
+	if len(h.svc.backends) != 1 {
+		t.Fatalf("%d backends, want the one the task used", len(h.svc.backends))
+	}
+	for _, b := range h.svc.backends {
+		entries, err := b.ledger.Entries()
+		if err != nil || len(entries) != 0 {
+			t.Errorf("ledger entries %v (%v) after delete, want none", entries, err)
+		}
+	}
+}

@@ -305,6 +305,15 @@ func TestServiceKill(t *testing.T) {
 			isErr(t, err, errdefs.ErrFailedPrecondition, "Delete of a running task")
 			_, err = h.svc.Exec(ctx, &taskv3.ExecProcessRequest{ID: "t1", ExecID: "e1"})
 			isErr(t, err, errdefs.ErrNotImplemented, "Exec")
+			// ctr run -t resizes right after Start; a serial console
+			// ignores it rather than failing the client.
+			if _, err := h.svc.ResizePty(ctx, &taskv3.ResizePtyRequest{ID: "t1", Width: 80, Height: 24}); err != nil {
+				t.Errorf("ResizePty: %v", err)
+			}
+			stats, err := h.svc.Stats(ctx, &taskv3.StatsRequest{ID: "t1"})
+			if err != nil || stats.GetStats().GetTypeUrl() != "io.containerd.cgroups.v2.Metrics" {
+				t.Errorf("Stats = %v, %v; want a cgroups v2 Metrics, the type CRI accepts", stats, err)
+			}
 
 			if _, err := h.svc.Shutdown(ctx, &taskv3.ShutdownRequest{ID: "t1"}); err != nil {
 				t.Fatal(err)
@@ -439,6 +448,10 @@ func TestServiceUnknownTask(t *testing.T) {
 		"Kill":  func() error { _, err := h.svc.Kill(ctx, &taskv3.KillRequest{ID: "nope", Signal: 9}); return err },
 		"Wait":  func() error { _, err := h.svc.Wait(ctx, &taskv3.WaitRequest{ID: "nope"}); return err },
 		"Stats": func() error { _, err := h.svc.Stats(ctx, &taskv3.StatsRequest{ID: "nope"}); return err },
+		"ResizePty": func() error {
+			_, err := h.svc.ResizePty(ctx, &taskv3.ResizePtyRequest{ID: "nope", Width: 80, Height: 24})
+			return err
+		},
 	} {
 		t.Run(name, func(t *testing.T) { isErr(t, call(), errdefs.ErrNotFound, name) })
 	}

@@ -429,8 +429,17 @@ func (s *service) Exec(ctx context.Context, r *taskv3.ExecProcessRequest) (*empt
 	return nil, notImplemented("exec", "a partition has no host process to run another process beside")
 }
 
+// ResizePty is accepted and ignored: a partition's console is a serial
+// line with no window size. Refusing it would make every `ctr run -t`
+// print an error, since ctr resizes right after Start; runc likewise
+// ignores a resize of a process without a console.
 func (s *service) ResizePty(ctx context.Context, r *taskv3.ResizePtyRequest) (*emptypb.Empty, error) {
-	return nil, notImplemented("resize pty", "a partition's console is not a host pty")
+	if _, err := s.getInit(r.GetID(), r.GetExecID()); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	log.G(ctx).WithField("id", r.GetID()).WithField("width", r.GetWidth()).WithField("height", r.GetHeight()).
+		Debug("resize pty ignored: a partition's console has no window size")
+	return &emptypb.Empty{}, nil
 }
 
 func (s *service) CloseIO(ctx context.Context, r *taskv3.CloseIORequest) (*emptypb.Empty, error) {
