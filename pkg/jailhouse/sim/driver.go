@@ -253,7 +253,6 @@ func (t *tx) enable(b []byte) error {
 	t.s.Ring = ring{}
 	t.s.LastConsole.Valid = false
 	t.s.ConsoleAvailable = sys.Flags&jailhouse.SysVirtualDebugConsole != 0
-	t.s.CoreWritten = true
 	t.s.Stats = nil
 	memPages := int((hvSize - coreAndPerCPU - uint64(len(b))) / pageSize)
 	remapUsed := 0
@@ -314,6 +313,7 @@ func (t *tx) enable(b []byte) error {
 	t.hvPoolUsage(jailhouse.PoolAfterLateSetup)
 	t.hvPrint(jailhouse.MsgActivating)
 	t.s.Enabled = true
+	t.s.CoreWritten = true // the driver creates "core" on success and keeps it
 	t.dmesg = append(t.dmesg, "The Jailhouse is opening.")
 	return nil
 }

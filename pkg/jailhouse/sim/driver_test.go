@@ -557,6 +557,7 @@ func TestRequestErrnos(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d := openSim(t, tc.opts)
 			if !tc.disabled {
 				must(t, d.Enable(marshal(t, testSystem(t))))

@@ -151,6 +151,7 @@ func TestScriptEnds(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			clk := newFakeClock()
 			d := enabled(t, Options{Now: clk.Now})
 			run(t, d, testCell(t, "c", []int{2}), tc.script...)
@@ -169,15 +170,20 @@ func TestScriptLoopForeverIsBounded(t *testing.T) {
 	// a bounded number of steps and the inmate catches up later.
 	clk := newFakeClock()
 	d := enabled(t, Options{Now: clk.Now})
-	done := make(chan struct{})
+	create(t, d, testCell(t, "c", []int{2}))
+	must(t, d.LoadCell("c", script("loop forever", "print spin", "end")))
+	done := make(chan error, 1)
 	go func() {
-		defer close(done)
-		run(t, d, testCell(t, "c", []int{2}), "loop forever", "print spin", "end")
+		if err := d.StartCell("c"); err != nil {
+			done <- err
+			return
+		}
 		_, err := d.Cells()
-		must(t, err)
+		done <- err
 	}()
 	select {
-	case <-done:
+	case err := <-done:
+		must(t, err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("a transaction with a spinning inmate did not return")
 	}
@@ -214,6 +220,7 @@ func TestScriptEntryImage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d := enabled(t, Options{})
 			create(t, d, testCell(t, "c", []int{2}))
 			must(t, d.LoadCell("c", tc.images...))

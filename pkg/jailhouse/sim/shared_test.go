@@ -63,14 +63,15 @@ func TestConcurrentRequests(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for i := range 8 {
+		name := fmt.Sprintf("c%d", i)
+		cfg := marshal(t, testCell(t, name, []int{2 + i}))
 		wg.Go(func() {
 			d, err := Open(dir, Options{})
 			if err != nil {
 				errs <- err
 				return
 			}
-			name := fmt.Sprintf("c%d", i)
-			if err := d.CreateCell(marshal(t, testCell(t, name, []int{2 + i}))); err != nil {
+			if err := d.CreateCell(cfg); err != nil {
 				errs <- err
 				return
 			}

@@ -115,6 +115,7 @@ func TestSysfsTexts(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d := openSim(t, tc.opts)
 			tc.setup(t, d)
 			var rels []string
