@@ -337,6 +337,13 @@ func TestCellConsole(t *testing.T) {
 			t.Errorf("cell console of quiet %q, want %q", got, "private\n")
 		}
 	})
+	t.Run("VIRTUAL_CONSOLE_ACTIVE implies PERMITTED", func(t *testing.T) {
+		d := enabled(t, Options{})
+		run(t, d, testCell(t, "c", []int{2}, func(c *jailhouse.Cell) { c.Flags |= jailhouse.CellVirtualConsoleActive }), "print active")
+		if text := hvConsoleText(t, d); !strings.Contains(text, "active\n") {
+			t.Errorf("ring %q lacks the print of a cell with VIRTUAL_CONSOLE_ACTIVE", text)
+		}
+	})
 	t.Run("Close unblocks a read", func(t *testing.T) {
 		d := enabled(t, Options{})
 		run(t, d, testCell(t, "c", []int{2}), "sleep 1h")

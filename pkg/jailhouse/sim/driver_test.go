@@ -129,6 +129,32 @@ func TestRequestErrnos(t *testing.T) {
 			want: unix.EINVAL,
 		},
 		{
+			name: "enable with hypervisor memory too small for the core", disabled: true,
+			call: func(t *testing.T, d *Driver) error {
+				s := testSystem(t)
+				s.HypervisorMemory.Size = 0x10000
+				return d.Enable(marshal(t, s))
+			},
+			want: unix.EINVAL,
+		},
+		{
+			name: "enable fails in the irqchip unit and leaves its console readable", disabled: true,
+			call: func(t *testing.T, d *Driver) error {
+				s := testSystem(t)
+				s.RootCell.IRQChips[0].PinBase = 40
+				return d.Enable(marshal(t, s))
+			},
+			want: unix.EINVAL,
+			check: func(t *testing.T, d *Driver) {
+				if on, err := d.Enabled(); err != nil || on {
+					t.Errorf("Enabled() = %v, %v after a failed enable", on, err)
+				}
+				if text := hvConsoleText(t, d); !strings.HasSuffix(text, "Initializing unit: irqchip\n") {
+					t.Errorf("console after the failed enable %q, want it to end at the irqchip unit", text)
+				}
+			},
+		},
+		{
 			name: "enable", disabled: true,
 			call: func(t *testing.T, d *Driver) error { return d.Enable(marshal(t, testSystem(t))) },
 			check: func(t *testing.T, d *Driver) {
@@ -290,6 +316,16 @@ func TestRequestErrnos(t *testing.T) {
 			setup: func(t *testing.T, d *Driver) { run(t, d, testCell(t, "locker", []int{2}), "lock") },
 			call:  func(t *testing.T, d *Driver) error { return d.CreateCell(marshal(t, testCell(t, "c", []int{3}))) },
 			want:  unix.EPERM,
+		},
+		{
+			name: "create with the hypervisor page pool exhausted", disabled: true,
+			setup: func(t *testing.T, d *Driver) {
+				s := testSystem(t)
+				s.HypervisorMemory.Size = 0x80000 // core, 16 per-CPU areas and a few pages
+				must(t, d.Enable(marshal(t, s)))
+			},
+			call: func(t *testing.T, d *Driver) error { return d.CreateCell(marshal(t, testCell(t, "c", []int{2}))) },
+			want: unix.ENOMEM,
 		},
 		{
 			name: "create moves the CPUs from the root cell and leaves the cell shut down",
