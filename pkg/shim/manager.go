@@ -20,9 +20,11 @@ import (
 	"time"
 
 	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
 	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -244,29 +246,68 @@ func socketPath(dir, grpcAddress, namespace, group string) (string, error) {
 	return path, nil
 }
 
-// listenSocket binds path (0600 in a 0700 directory). If a server already
-// listens there it returns (nil, nil); a stale socket file is replaced.
+// listenSocket binds path (0600 in a 0700 directory). If a shim server
+// that is not shutting down already serves there it returns (nil, nil). A
+// stale socket file is replaced; a server on its way out is waited for, so
+// that its address is never handed to containerd just before it vanishes.
 func listenSocket(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(exitingServerWait)
+	for {
 		old := unix.Umask(0o177) // the socket is born 0600
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		unix.Umask(old)
 		if err == nil {
 			return l, nil
 		}
-		if !errors.Is(err, unix.EADDRINUSE) || attempt > 0 {
+		if !errors.Is(err, unix.EADDRINUSE) {
 			return nil, fmt.Errorf("listen on %s: %w", path, err)
 		}
-		if socketAnswers(path) {
+		switch serverState(path) {
+		case serverServing:
 			return nil, nil
-		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
+		case serverGone:
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("remove stale socket: %w", err)
+			}
+		case serverExiting:
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("listen on %s: the shim serving there has been shutting down for %v: %w",
+					path, exitingServerWait, unix.EADDRINUSE)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// exitingServerWait bounds how long `start` waits for a shim server that
+// is shutting down to release the socket.
+const exitingServerWait = 5 * time.Second
+
+type socketServer int
+
+const (
+	serverGone    socketServer = iota // nothing accepts connections
+	serverServing                     // a shim server answers Connect
+	serverExiting                     // something listens but does not serve (a shim shutting down)
+)
+
+// serverState probes the socket at path with a task API Connect.
+func serverState(path string) socketServer {
+	conn, err := net.DialTimeout("unix", path, 200*time.Millisecond)
+	if err != nil {
+		return serverGone
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := taskv2.NewTTRPCTaskClient(client).Connect(ctx, &taskv2.ConnectRequest{}); err != nil {
+		return serverExiting
+	}
+	return serverServing
 }
 
 // socketAnswers reports whether something accepts connections at path.
@@ -308,6 +349,11 @@ func (m *manager) spawn(l *net.UnixListener, params *bootstrap.BootstrapParams) 
 	cmd.Env = os.Environ()
 	if a := params.GetContainerdTtrpcAddress(); a != "" {
 		cmd.Env = append(cmd.Env, ttrpcAddressEnv+"="+strings.TrimPrefix(a, "unix://"))
+	}
+	// The server tells containerd 1.6 by the absence of GRPC_ADDRESS, which
+	// 1.7+ set; keep that true for a 2.3+ daemon that stops setting it.
+	if a := params.GetContainerdGrpcAddress(); a != "" && os.Getenv(grpcAddressEnv) == "" {
+		cmd.Env = append(cmd.Env, grpcAddressEnv+"="+strings.TrimPrefix(a, "unix://"))
 	}
 	cmd.ExtraFiles = []*os.File{file}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

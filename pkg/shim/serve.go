@@ -23,6 +23,11 @@ import (
 // daemon version sets it; for 2.3+ `start` copies the bootstrap value in.
 const ttrpcAddressEnv = "TTRPC_ADDRESS"
 
+// grpcAddressEnv names containerd's gRPC socket. containerd 1.7 and later
+// set it for every shim, 1.6 does not: its absence is how the server knows
+// it talks to a 1.6 daemon, whose error mapping lacks some codes.
+const grpcAddressEnv = "GRPC_ADDRESS"
+
 // listenerFD is the fd `start` hands the bound socket over on.
 const listenerFD = 3
 
@@ -64,6 +69,8 @@ func (m *manager) serve(ctx context.Context) error {
 		Version:   m.build.Version,
 		Publisher: events,
 		Config:    defaultConfigLookup(),
+		// containerd 1.6 turns codes it does not know into Unknown.
+		Containerd16: os.Getenv(grpcAddressEnv) == "",
 	})
 	server, err := ttrpc.NewServer()
 	if err != nil {
@@ -89,15 +96,19 @@ func (m *manager) serve(ctx context.Context) error {
 		}
 		log.G(ctx).WithError(serveErr).Warn("listener closed; exiting")
 	}
+	// The socket file goes first, while this server still holds the
+	// address: once the listener is closed, a new `start` for the same
+	// group may find the path free and bind it, and removing the path
+	// after that would strand the new server.
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.G(ctx).WithError(err).Warn("remove the shim socket")
+	}
 	// Shutdown lets the reply to the Shutdown RPC reach containerd.
 	sctx, cancel := context.WithTimeout(ctx, serverShutdownTimeout)
 	if err := server.Shutdown(sctx); err != nil {
 		server.Close()
 	}
 	cancel()
-	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.G(ctx).WithError(err).Warn("remove the shim socket")
-	}
 	dctx, cancel := context.WithTimeout(ctx, eventDrainTimeout)
 	events.close(dctx)
 	cancel()

@@ -28,6 +28,10 @@ type serviceOptions struct {
 	Publisher publisher
 	// Config says where configuration files are looked up.
 	Config configLookup
+	// Containerd16 makes errors carry only the codes containerd 1.6
+	// understands: it turns ResourceExhausted and PermissionDenied into
+	// Unknown, so they are sent as FailedPrecondition.
+	Containerd16 bool
 }
 
 // service implements the task API for partitions. One service lives in each
@@ -40,6 +44,7 @@ type service struct {
 	version   string
 	events    publisher
 	lookup    configLookup
+	legacy    bool          // the daemon is containerd 1.6 (see serviceOptions.Containerd16)
 	exit      chan struct{} // closed (once, under mu) when Shutdown lets the process end
 
 	mu       sync.Mutex
@@ -56,6 +61,7 @@ func newService(ctx context.Context, opts serviceOptions) *service {
 		version:   opts.Version,
 		events:    opts.Publisher,
 		lookup:    opts.Config,
+		legacy:    opts.Containerd16,
 		exit:      make(chan struct{}),
 		tasks:     make(map[string]*task),
 		backends:  make(map[string]*backend),
@@ -120,6 +126,13 @@ func (s *service) backend(cfg Config) (*backend, error) {
 	}
 	s.backends[key] = b
 	return b, nil
+}
+
+// isExiting reports whether Shutdown has let the process end.
+func (s *service) isExiting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exiting
 }
 
 // shutdown ends the process if no task is left, and reports whether it

@@ -1,14 +1,18 @@
 package shim
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -80,6 +84,20 @@ func TestSocketPath(t *testing.T) {
 	})
 }
 
+// serveShim serves a task service on l, as the long-lived server does.
+func serveShim(t *testing.T, l net.Listener) *service {
+	t.Helper()
+	svc := newService(context.Background(), serviceOptions{Namespace: "default", Pid: 1, Publisher: &recorder{}})
+	server, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerTaskService(server, svc)
+	go server.Serve(context.Background(), l)
+	t.Cleanup(func() { server.Close() })
+	return svc
+}
+
 func TestListenSocket(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "s")
 	path := filepath.Join(dir, "sock")
@@ -97,21 +115,49 @@ func TestListenSocket(t *testing.T) {
 			t.Errorf("%s mode %v, want %v", p, fi.Mode(), want)
 		}
 	}
+	l.SetUnlinkOnClose(false)
+	svc := serveShim(t, l)
 
-	t.Run("a live server is reused", func(t *testing.T) {
+	t.Run("a serving shim is reused", func(t *testing.T) {
 		again, err := listenSocket(path)
 		if err != nil || again != nil {
 			t.Fatalf("listenSocket = %v, %v; want nil, nil", again, err)
 		}
 	})
 
-	l.SetUnlinkOnClose(false)
-	l.Close()
-	t.Run("a stale socket file is replaced", func(t *testing.T) {
-		l, err := listenSocket(path)
-		if err != nil || l == nil {
-			t.Fatalf("listenSocket = %v, %v; want a listener", l, err)
+	t.Run("a shim shutting down is waited for, not reused", func(t *testing.T) {
+		if !svc.shutdown() {
+			t.Fatal("shutdown with no task refused")
 		}
-		l.Close()
+		// The server goes away a little later, as a real one does.
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			os.Remove(path)
+			l.Close()
+		}()
+		begin := time.Now()
+		fresh, err := listenSocket(path)
+		if err != nil || fresh == nil {
+			t.Fatalf("listenSocket = %v, %v; want a new listener", fresh, err)
+		}
+		defer fresh.Close()
+		if time.Since(begin) < 250*time.Millisecond {
+			t.Errorf("returned after %v, before the old server left", time.Since(begin))
+		}
 	})
+}
+
+func TestListenSocketReplacesStaleFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close() // the file stays, nothing listens: a shim that was SIGKILLed
+	fresh, err := listenSocket(path)
+	if err != nil || fresh == nil {
+		t.Fatalf("listenSocket = %v, %v; want a listener", fresh, err)
+	}
+	fresh.Close()
 }

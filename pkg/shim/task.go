@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -25,8 +27,24 @@ import (
 )
 
 // The task RPCs. Each one runs its native-error body and converts the error
-// to a gRPC status here, the only place that does; containerd converts it
-// back with errgrpc.ToNative.
+// to a gRPC status with toRPC, the only place that does; containerd converts
+// it back (errgrpc.ToNative, or errdefs.FromGRPC in 1.6).
+
+// toRPC turns a native error into the gRPC status containerd decodes.
+// containerd 1.6 knows fewer codes than errdefs has and turns the others
+// into Unknown; for it, the codes a partition produces that it lacks
+// (ResourceExhausted when a partition does not fit, PermissionDenied) are
+// sent as FailedPrecondition, which keeps them distinguishable from a
+// failure of the shim itself. The message is unchanged.
+func (s *service) toRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.legacy && (errdefs.IsResourceExhausted(err) || errdefs.IsPermissionDenied(err)) {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return errgrpc.ToGRPC(err)
+}
 
 var _ taskv3.TTRPCTaskService = (*service)(nil)
 
@@ -36,7 +54,7 @@ var _ taskv3.TTRPCTaskService = (*service)(nil)
 func (s *service) Create(ctx context.Context, r *taskv3.CreateTaskRequest) (*taskv3.CreateTaskResponse, error) {
 	t, err := s.create(ctx, r)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	return &taskv3.CreateTaskResponse{Pid: t.pid}, nil
 }
@@ -197,7 +215,7 @@ func readSpec(bundle string) (*specs.Spec, error) {
 func (s *service) Start(ctx context.Context, r *taskv3.StartRequest) (*taskv3.StartResponse, error) {
 	pid, err := s.start(ctx, r)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	return &taskv3.StartResponse{Pid: pid}, nil
 }
@@ -243,7 +261,7 @@ func (s *service) start(ctx context.Context, r *taskv3.StartRequest) (uint32, er
 func (s *service) State(ctx context.Context, r *taskv3.StateRequest) (*taskv3.StateResponse, error) {
 	t, err := s.getInit(r.GetID(), r.GetExecID())
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	status, e := t.snapshot()
 	return &taskv3.StateResponse{
@@ -265,7 +283,7 @@ func (s *service) State(ctx context.Context, r *taskv3.StateRequest) (*taskv3.St
 // it at once. `all` changes nothing: a partition is one "process".
 func (s *service) Kill(ctx context.Context, r *taskv3.KillRequest) (*emptypb.Empty, error) {
 	if err := s.kill(ctx, r); err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -291,12 +309,12 @@ func (s *service) kill(ctx context.Context, r *taskv3.KillRequest) error {
 func (s *service) Wait(ctx context.Context, r *taskv3.WaitRequest) (*taskv3.WaitResponse, error) {
 	t, err := s.getInit(r.GetID(), r.GetExecID())
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	select {
 	case <-t.exited:
 	case <-ctx.Done():
-		return nil, errgrpc.ToGRPC(ctx.Err())
+		return nil, s.toRPC(ctx.Err())
 	}
 	status, e := t.snapshot()
 	return &taskv3.WaitResponse{ExitStatus: e.Status, ExitedAt: timestamppb.New(exitTime(status, e))}, nil
@@ -308,7 +326,7 @@ func (s *service) Wait(ctx context.Context, r *taskv3.WaitRequest) (*taskv3.Wait
 func (s *service) Delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.DeleteResponse, error) {
 	resp, err := s.delete(ctx, r)
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	return resp, nil
 }
@@ -374,13 +392,18 @@ func (s *service) delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.
 func (s *service) Pids(ctx context.Context, r *taskv3.PidsRequest) (*taskv3.PidsResponse, error) {
 	t, err := s.get(r.GetID())
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	return &taskv3.PidsResponse{Processes: []*tasktypes.ProcessInfo{{Pid: t.pid}}}, nil
 }
 
 // Connect reports the shim's pid, and the task's while it exists.
 func (s *service) Connect(ctx context.Context, r *taskv3.ConnectRequest) (*taskv3.ConnectResponse, error) {
+	if s.isExiting() {
+		// `start` probes with Connect: a shim on its way out must not be
+		// handed to containerd as the server of a new task.
+		return nil, s.toRPC(fmt.Errorf("connect: the shim is shutting down: %w", errdefs.ErrUnavailable))
+	}
 	resp := &taskv3.ConnectResponse{ShimPid: s.pid, Version: s.version}
 	if t, err := s.get(r.GetID()); err == nil {
 		resp.TaskPid = t.pid
@@ -402,11 +425,11 @@ func (s *service) Shutdown(ctx context.Context, r *taskv3.ShutdownRequest) (*emp
 // cgroup to measure. Real numbers come with issue 5.
 func (s *service) Stats(ctx context.Context, r *taskv3.StatsRequest) (*taskv3.StatsResponse, error) {
 	if _, err := s.get(r.GetID()); err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	stats, err := typeurl.MarshalAnyToProto(&cgroupsv2.Metrics{})
 	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	return &taskv3.StatsResponse{Stats: stats}, nil
 }
@@ -414,19 +437,19 @@ func (s *service) Stats(ctx context.Context, r *taskv3.StatsRequest) (*taskv3.St
 // The RPCs a partition cannot support.
 
 func (s *service) Pause(ctx context.Context, r *taskv3.PauseRequest) (*emptypb.Empty, error) {
-	return nil, notImplemented("pause", "a partition's CPUs cannot be frozen from the host")
+	return nil, s.toRPC(notImplemented("pause", "a partition's CPUs cannot be frozen from the host"))
 }
 
 func (s *service) Resume(ctx context.Context, r *taskv3.ResumeRequest) (*emptypb.Empty, error) {
-	return nil, notImplemented("resume", "a partition's CPUs cannot be frozen from the host")
+	return nil, s.toRPC(notImplemented("resume", "a partition's CPUs cannot be frozen from the host"))
 }
 
 func (s *service) Checkpoint(ctx context.Context, r *taskv3.CheckpointTaskRequest) (*emptypb.Empty, error) {
-	return nil, notImplemented("checkpoint", "a partition has no host process to checkpoint")
+	return nil, s.toRPC(notImplemented("checkpoint", "a partition has no host process to checkpoint"))
 }
 
 func (s *service) Exec(ctx context.Context, r *taskv3.ExecProcessRequest) (*emptypb.Empty, error) {
-	return nil, notImplemented("exec", "a partition has no host process to run another process beside")
+	return nil, s.toRPC(notImplemented("exec", "a partition has no host process to run another process beside"))
 }
 
 // ResizePty is accepted and ignored: a partition's console is a serial
@@ -435,7 +458,7 @@ func (s *service) Exec(ctx context.Context, r *taskv3.ExecProcessRequest) (*empt
 // ignores a resize of a process without a console.
 func (s *service) ResizePty(ctx context.Context, r *taskv3.ResizePtyRequest) (*emptypb.Empty, error) {
 	if _, err := s.getInit(r.GetID(), r.GetExecID()); err != nil {
-		return nil, errgrpc.ToGRPC(err)
+		return nil, s.toRPC(err)
 	}
 	log.G(ctx).WithField("id", r.GetID()).WithField("width", r.GetWidth()).WithField("height", r.GetHeight()).
 		Debug("resize pty ignored: a partition's console has no window size")
@@ -443,15 +466,15 @@ func (s *service) ResizePty(ctx context.Context, r *taskv3.ResizePtyRequest) (*e
 }
 
 func (s *service) CloseIO(ctx context.Context, r *taskv3.CloseIORequest) (*emptypb.Empty, error) {
-	return nil, notImplemented("close io", "a partition has no host process reading stdin")
+	return nil, s.toRPC(notImplemented("close io", "a partition has no host process reading stdin"))
 }
 
 func (s *service) Update(ctx context.Context, r *taskv3.UpdateTaskRequest) (*emptypb.Empty, error) {
-	return nil, notImplemented("update", "a partition's resources are fixed when its cell is created")
+	return nil, s.toRPC(notImplemented("update", "a partition's resources are fixed when its cell is created"))
 }
 
 func notImplemented(rpc, reason string) error {
-	return errgrpc.ToGRPC(fmt.Errorf("%s: %s: %w", rpc, reason, errdefs.ErrNotImplemented))
+	return fmt.Errorf("%s: %s: %w", rpc, reason, errdefs.ErrNotImplemented)
 }
 
 // getInit returns the task for RPCs that address a process: a partition
