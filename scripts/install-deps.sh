@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	say "apt-get install ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >/dev/null
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # 2. containerd v2 from the Go module proxy.
