@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,8 +44,52 @@ func (s *service) toRPC(err error) error {
 	if s.legacy && (errdefs.IsResourceExhausted(err) || errdefs.IsPermissionDenied(err)) {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
-	return errgrpc.ToGRPC(err)
+	return errgrpc.ToGRPC(flattenError(err))
 }
+
+// flattenError keeps an error's message and its errdefs class but drops the
+// rest of its tree. errgrpc walks errors with several causes (Unwrap() []error)
+// and repeats each cause's text in the status, so a boot-description error
+// reached 2.x clients three times over.
+func flattenError(err error) error {
+	for _, class := range errdefsClasses {
+		if errors.Is(err, class) {
+			return &classedError{msg: err.Error(), class: class}
+		}
+	}
+	return errors.New(err.Error())
+}
+
+// errdefsClasses are the errdefs sentinels the shim's errors may carry,
+// most specific first.
+var errdefsClasses = []error{
+	errdefs.ErrNotFound,
+	errdefs.ErrAlreadyExists,
+	errdefs.ErrInvalidArgument,
+	errdefs.ErrPermissionDenied,
+	errdefs.ErrResourceExhausted,
+	errdefs.ErrFailedPrecondition,
+	errdefs.ErrNotImplemented,
+	errdefs.ErrUnavailable,
+	errdefs.ErrAborted,
+	errdefs.ErrOutOfRange,
+	errdefs.ErrConflict,
+	errdefs.ErrNotModified,
+	context.Canceled,
+	context.DeadlineExceeded,
+	errdefs.ErrDataLoss,
+	errdefs.ErrUnauthenticated,
+	errdefs.ErrInternal,
+}
+
+// classedError is an error message with exactly one errdefs class.
+type classedError struct {
+	msg   string
+	class error
+}
+
+func (e *classedError) Error() string { return e.msg }
+func (e *classedError) Unwrap() error { return e.class }
 
 var _ taskv3.TTRPCTaskService = (*service)(nil)
 
