@@ -42,6 +42,10 @@ func TestRPCErrorsKeepOneMessageAndTheirClass(t *testing.T) {
 				t.Errorf("message %q repeats the error %d times", st.Message(), n)
 			}
 			back := errgrpc.ToNative(s.toRPC(c.err))
+			cause := c.err.Error()[strings.LastIndex(c.err.Error(), ": ")+2:]
+			if n := strings.Count(back.Error(), cause); n != 1 {
+				t.Errorf("client sees %q: the cause appears %d times", back.Error(), n)
+			}
 			if c.code == codes.InvalidArgument && !errdefs.IsInvalidArgument(back) {
 				t.Errorf("client side lost the class: %v", back)
 			}
