@@ -130,17 +130,17 @@ var consoleTypeNames = map[uint16]string{
 // its number.
 func ConsoleTypeName(t uint16) string { return enumName(t, consoleTypeNames) }
 
+var consoleFlagNames = []flagName{
+	{uint64(ConsoleAccessMMIO), "ACCESS_MMIO"},
+	{uint64(ConsoleRegDist4), "REGDIST_4"},
+	{uint64(ConsoleFB1920x1080), "FB_1920x1080"},
+	{uint64(ConsoleInvertedGate), "INVERTED_GATE"},
+	{uint64(ConsoleMDRQuirk), "MDR_QUIRK"},
+}
+
 // ConsoleFlagsString prints console flags. The zero values of the
 // two-way bits (ACCESS_PIO, REGDIST_1, FB_1024x768) are left implicit.
-func ConsoleFlagsString(f uint16) string {
-	return formatFlags(uint64(f), []flagName{
-		{uint64(ConsoleAccessMMIO), "ACCESS_MMIO"},
-		{uint64(ConsoleRegDist4), "REGDIST_4"},
-		{uint64(ConsoleFB1920x1080), "FB_1920x1080"},
-		{uint64(ConsoleInvertedGate), "INVERTED_GATE"},
-		{uint64(ConsoleMDRQuirk), "MDR_QUIRK"},
-	})
-}
+func ConsoleFlagsString(f uint16) string { return formatFlags(uint64(f), consoleFlagNames) }
 
 var iommuTypeNames = map[uint32]string{
 	IOMMUUnused:    "UNUSED",
@@ -192,3 +192,59 @@ const (
 	ShmemProtoVirtioFront uint16 = 0x8000 // + virtio device id
 	ShmemProtoVirtioBack  uint16 = 0xc000 // + virtio device id
 )
+
+var apicModeNames = map[uint8]string{
+	APICModeAuto:   "AUTO",
+	APICModeXAPIC:  "XAPIC",
+	APICModeX2APIC: "X2APIC",
+}
+
+// APICModeName names a JAILHOUSE_APIC_MODE_* value, or gives its number.
+func APICModeName(m uint8) string { return enumName(m, apicModeNames) }
+
+var cacheTypeNames = map[uint8]string{
+	CacheL3Code: "L3_CODE",
+	CacheL3Data: "L3_DATA",
+	CacheL3:     "L3",
+}
+
+// CacheTypeName names a JAILHOUSE_CACHE_L3* type, or gives its number.
+func CacheTypeName(t uint8) string { return enumName(t, cacheTypeNames) }
+
+var cacheFlagNames = []flagName{{uint64(CacheRootShared), "ROOTSHARED"}}
+
+// CacheFlagsString prints the flags of a cache region.
+func CacheFlagsString(f uint16) string { return formatFlags(uint64(f), cacheFlagNames) }
+
+var pciCapFlagNames = []flagName{{uint64(PCICapWrite), "WRITE"}}
+
+// PCICapFlagsString prints the flags of a PCI capability.
+func PCICapFlagsString(f uint16) string { return formatFlags(uint64(f), pciCapFlagNames) }
+
+// Virtio device ids that ivshmem virtio protocols add to
+// ShmemProtoVirtioFront/Back (VIRTIO_DEV_*).
+var virtioDeviceNames = map[uint16]string{1: "NET", 2: "BLOCK", 3: "CONSOLE"}
+
+// ShmemProtocolName describes an ivshmem protocol: "UNDEFINED", "VETH",
+// "CUSTOM+0x2", "VIRTIO_FRONT+NET", "VIRTIO_BACK+7".
+func ShmemProtocolName(p uint16) string {
+	withDevice := func(base string, dev uint16) string {
+		if s, ok := virtioDeviceNames[dev]; ok {
+			return base + "+" + s
+		}
+		return base + "+" + strconv.Itoa(int(dev))
+	}
+	switch {
+	case p == ShmemProtoUndefined:
+		return "UNDEFINED"
+	case p == ShmemProtoVETH:
+		return "VETH"
+	case p >= ShmemProtoVirtioBack:
+		return withDevice("VIRTIO_BACK", p-ShmemProtoVirtioBack)
+	case p >= ShmemProtoVirtioFront:
+		return withDevice("VIRTIO_FRONT", p-ShmemProtoVirtioFront)
+	case p >= ShmemProtoCustom:
+		return "CUSTOM+0x" + strconv.FormatUint(uint64(p-ShmemProtoCustom), 16)
+	}
+	return "0x" + strconv.FormatUint(uint64(p), 16) // reserved
+}
