@@ -4,11 +4,11 @@ package sim
 // /dev/jailhouse line by line from driver/main.c (jailhouse_console_read):
 // a per-reader head into the 2048-byte ring, the "missed" line, the
 // last_console snapshot after disable, and the O_NONBLOCK or 100 ms polling
-// behaviour. A cell console is the simulator's model of the per-cell
-// ivshmem console: a file per cell instance that only grows.
+// behaviour. A cell console is the root's end of the per-cell ivshmem
+// console link (ivcon.go): it reads the inmate's output ring and writes its
+// input ring.
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -119,12 +119,22 @@ func (r *hvConsole) Close() error {
 	return nil
 }
 
-// OpenCellConsole opens the console stream of the named cell: everything
-// its inmate printed since the cell was created. Reads block (polling every
-// 20 ms) until output arrives, and return io.EOF once everything has been
-// read and the cell is gone, or has run and reached a terminal state (shut
-// down, failed); and after Close. A cell that was never started is not at
-// its end, so a reader may be opened between create and start.
+// OpenCellConsole opens the root's end of the named cell's ivshmem console
+// link. Read returns the inmate's output; Write (the stream is an
+// io.ReadWriteCloser) sends it input. The link carries what the inmate
+// wrote and nobody consumed yet: a reader opened between create and start
+// misses nothing, and only one reader at a time should hold a cell's
+// console (each consumes what it reads). While it is open the root's
+// section is marked ready, so the inmate waits for it instead of dropping
+// output.
+//
+// Reads block (polling every 20 ms) until output arrives, and return
+// io.EOF once everything has been read and the cell is gone, or has run
+// and reached a terminal state (shut down, failed); and after Close. A
+// cell that was never started is not at its end. Output the inmate had to
+// drop while nobody read comes first as one line saying how much. Writes
+// block while the input ring is full and fail with io.ErrClosedPipe once
+// the inmate can no longer read (the cell is gone or stopped).
 func (d *Driver) OpenCellConsole(name string) (io.ReadCloser, error) {
 	var serial uint64
 	var f *os.File
@@ -134,10 +144,11 @@ func (d *Driver) OpenCellConsole(name string) (io.ReadCloser, error) {
 			return fmt.Errorf("open console of cell %q: %w", name, jailhouse.ErrCellNotFound)
 		}
 		serial = c.Serial
-		// Under the lock the cell exists, so this file is its stream
+		t.markCon(c) // publish the inmate's indices, whatever a crash left
+		// Under the lock the cell exists, so this file is its link
 		// (and will be removed with it).
 		var err error
-		f, err = os.OpenFile(d.consolePath(serial), os.O_RDONLY|os.O_CREATE, 0o600)
+		f, err = os.OpenFile(d.conPath(serial), os.O_RDWR, 0)
 		if err != nil {
 			return fmt.Errorf("open console of cell %q: %w", name, err)
 		}
@@ -149,7 +160,26 @@ func (d *Driver) OpenCellConsole(name string) (io.ReadCloser, error) {
 		}
 		return nil, err
 	}
-	return &cellConsole{d: d, name: name, serial: serial, f: f, closed: make(chan struct{})}, nil
+	r := &cellConsole{d: d, name: name, serial: serial, f: f, closed: make(chan struct{})}
+	root, err := readConHeader(f, conPeerRoot)
+	if err == nil {
+		r.head, r.tail = root.PeerHead, root.Tail
+		err = putConU32(f, conPeerRoot, conOffFlags, root.Flags|ConsoleReady)
+	}
+	if err == nil {
+		var in conHeader
+		if in, err = readConHeader(f, conPeerInmate); err == nil {
+			if !in.valid() {
+				err = fmt.Errorf("console link %s has no valid inmate section", d.conPath(serial))
+			}
+			r.dropped = 0 // report what was dropped before we came
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open console of cell %q: %w", name, err)
+	}
+	return r, nil
 }
 
 type cellConsole struct {
@@ -158,83 +188,155 @@ type cellConsole struct {
 	serial uint64
 	f      *os.File
 
-	mu  sync.Mutex // serialises reads; guards off
-	off int64
+	rmu     sync.Mutex // serialises reads; guards head and dropped
+	head    uint32     // bytes consumed from the inmate's ring (the root's peer_head)
+	dropped uint32     // the inmate's dropped counter last reported
+
+	wmu  sync.Mutex // serialises writes; guards tail
+	tail uint32     // bytes written into the root's ring
 
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
+var _ io.ReadWriteCloser = (*cellConsole)(nil)
+
+// cellStatus runs a transaction, which advances the inmates, and reports
+// whether the cell is gone or has run and stopped.
+func (r *cellConsole) cellStatus() (gone, ended bool, err error) {
+	err = r.d.update(func(t *tx) error {
+		c := t.s.cellBySerial(r.serial)
+		if c == nil {
+			gone = true
+			return nil
+		}
+		ended = c.Starts > 0 && c.State.Terminal()
+		t.markCon(c)
+		return nil
+	}, nil)
+	return gone, ended, err
+}
+
 func (r *cellConsole) Read(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.rmu.Lock()
+	defer r.rmu.Unlock()
 	if len(p) == 0 {
 		return 0, nil
 	}
+	polled := false
 	for {
 		select {
 		case <-r.closed:
 			return 0, io.EOF
 		default:
 		}
-		var avail int64
-		var gone, ended bool
-		err := r.d.update(func(t *tx) error {
-			c := t.s.cellBySerial(r.serial)
-			if c == nil {
-				gone = true
-				return nil
+		in, err := readConHeader(r.f, conPeerInmate)
+		if err != nil {
+			return 0, fmt.Errorf("console of cell %q: %w", r.name, err)
+		}
+		if d := in.Dropped - r.dropped; d > 0 {
+			r.dropped = in.Dropped
+			return copy(p, fmt.Sprintf("[runphi-sim: the inmate dropped %d bytes of console output while nobody read it]\n", d)), nil
+		}
+		if avail := in.Tail - r.head; avail > 0 && avail <= conRing {
+			n := min(len(p), int(avail))
+			if err := readRing(r.f, conPeerInmate, r.head, p[:n]); err != nil {
+				return 0, fmt.Errorf("console of cell %q: %w", r.name, err)
 			}
-			avail = c.OutLen
-			ended = c.Starts > 0 && c.State.Terminal()
-			return nil
-		}, nil)
+			r.head += uint32(n)
+			if err := putConU32(r.f, conPeerRoot, conOffPeerHead, r.head); err != nil {
+				return 0, fmt.Errorf("console of cell %q: %w", r.name, err)
+			}
+			return n, nil
+		}
+		if polled {
+			select {
+			case <-r.closed:
+				return 0, io.EOF
+			case <-time.After(cellConsolePoll):
+			}
+		}
+		// Nothing to read: let the simulated inmate run (it only runs in
+		// transactions), then look again before waiting.
+		gone, ended, err := r.cellStatus()
 		if err != nil {
 			return 0, err
 		}
-		if gone {
-			// The file was cut to its final length at destroy; what
-			// is left of it is the rest of the stream.
-			n, err := r.f.ReadAt(p, r.off)
-			r.off += int64(n)
-			if n > 0 {
-				return n, nil
-			}
-			if err != nil && !errors.Is(err, io.EOF) {
-				return 0, err
-			}
-			return 0, io.EOF
-		}
-		if r.off < avail {
-			want := min(int64(len(p)), avail-r.off)
-			n, err := r.f.ReadAt(p[:want], r.off)
-			r.off += int64(n)
-			if n > 0 {
-				return n, nil
-			}
-			if err != nil && !errors.Is(err, io.EOF) {
+		if gone || ended {
+			// The final indices are in the file now; read what is left.
+			in, err := readConHeader(r.f, conPeerInmate)
+			if err != nil {
 				return 0, fmt.Errorf("console of cell %q: %w", r.name, err)
 			}
-		} else if ended {
-			return 0, io.EOF
+			if in.Tail == r.head && in.Dropped == r.dropped {
+				return 0, io.EOF
+			}
 		}
-		select {
-		case <-r.closed:
-			return 0, io.EOF
-		case <-time.After(cellConsolePoll):
-		}
+		polled = true
 	}
 }
 
+// Write sends p to the inmate's console input, waiting while the input
+// ring is full.
+func (r *cellConsole) Write(p []byte) (int, error) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	written := 0
+	for written < len(p) {
+		select {
+		case <-r.closed:
+			return written, io.ErrClosedPipe
+		default:
+		}
+		in, err := readConHeader(r.f, conPeerInmate)
+		if err != nil {
+			return written, fmt.Errorf("console of cell %q: %w", r.name, err)
+		}
+		used := r.tail - in.PeerHead
+		if used < conRing {
+			n := min(len(p)-written, int(conRing-used))
+			if err := writeRing(r.f, conPeerRoot, r.tail, p[written:written+n]); err != nil {
+				return written, fmt.Errorf("console of cell %q: %w", r.name, err)
+			}
+			r.tail += uint32(n)
+			if err := putConU32(r.f, conPeerRoot, conOffTail, r.tail); err != nil {
+				return written, fmt.Errorf("console of cell %q: %w", r.name, err)
+			}
+			written += n
+			continue
+		}
+		gone, ended, err := r.cellStatus()
+		if err != nil {
+			return written, err
+		}
+		if gone || ended {
+			return written, fmt.Errorf("console input of cell %q: the inmate has stopped: %w", r.name, io.ErrClosedPipe)
+		}
+		select {
+		case <-r.closed:
+			return written, io.ErrClosedPipe
+		case <-time.After(cellConsolePoll):
+		}
+	}
+	return written, nil
+}
+
+// Close detaches the reader: the root's section is no longer ready, and
+// a Read or Write in progress returns.
 func (r *cellConsole) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		close(r.closed)
-		// A Read in progress holds mu; closing the file under it would
-		// race with its ReadAt, so wait for it to notice closed.
-		r.mu.Lock()
+		// Reads and writes in progress use the file; wait for them to
+		// notice closed.
+		r.rmu.Lock()
+		r.wmu.Lock()
+		if h, herr := readConHeader(r.f, conPeerRoot); herr == nil {
+			putConU32(r.f, conPeerRoot, conOffFlags, h.Flags&^ConsoleReady)
+		}
 		err = r.f.Close()
-		r.mu.Unlock()
+		r.wmu.Unlock()
+		r.rmu.Unlock()
 	})
 	return err
 }

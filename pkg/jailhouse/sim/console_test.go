@@ -95,7 +95,7 @@ func TestConsoleRing(t *testing.T) {
 	d := enabled(t, Options{Now: clk.Now})
 	// 100 lines of 40 bytes overflow the 2048-byte ring.
 	line := strings.Repeat("x", 39)
-	run(t, d, testCell(t, "c", []int{2}, permitted), "loop 100", "print "+line, "end")
+	run(t, d, testCell(t, "c", []int{2}, active), "loop 100", "print "+line, "end")
 
 	var tail uint32
 	must(t, d.update(func(tx *tx) error { tail = tx.s.Ring.Tail; return nil }, nil))
@@ -175,7 +175,7 @@ func TestConsoleFollow(t *testing.T) {
 	if _, err := readOnce(t, r, 4096); err != nil {
 		t.Fatal(err)
 	}
-	run(t, d, testCell(t, "c", []int{2}, permitted), "sleep 1s", "print late")
+	run(t, d, testCell(t, "c", []int{2}, active), "sleep 1s", "print late")
 	got, err := readOnce(t, r, 4096)
 	must(t, err)
 	if !strings.Contains(got, `Started cell "c"`) {
@@ -325,23 +325,19 @@ func TestCellConsole(t *testing.T) {
 			t.Errorf("cell console after destroy %q, want %q", b, "a\nb\n")
 		}
 	})
-	t.Run("goes to the ring only with VIRTUAL_CONSOLE_PERMITTED", func(t *testing.T) {
+	t.Run("an ACTIVE cell prints to the hypervisor ring, others to their ivshmem console", func(t *testing.T) {
 		d := enabled(t, Options{})
 		run(t, d, testCell(t, "quiet", []int{2}), "print private")
-		run(t, d, testCell(t, "loud", []int{3}, permitted), "print public")
+		run(t, d, testCell(t, "allowed", []int{4}, permitted), "print permitted-only")
+		run(t, d, testCell(t, "loud", []int{3}, active), "print public")
 		text := hvConsoleText(t, d)
-		if strings.Contains(text, "private") || !strings.Contains(text, "public\n") {
-			t.Errorf("ring %q: want the permitted cell's print only", text)
+		if strings.Contains(text, "private") || strings.Contains(text, "permitted-only") || !strings.Contains(text, "public\n") {
+			t.Errorf("ring %q: want the ACTIVE cell's print only (PERMITTED alone does not make an inmate use it)", text)
 		}
-		if got := cellOutput(t, d, "quiet"); got != "private\n" {
-			t.Errorf("cell console of quiet %q, want %q", got, "private\n")
-		}
-	})
-	t.Run("VIRTUAL_CONSOLE_ACTIVE implies PERMITTED", func(t *testing.T) {
-		d := enabled(t, Options{})
-		run(t, d, testCell(t, "c", []int{2}, func(c *jailhouse.Cell) { c.Flags |= jailhouse.CellVirtualConsoleActive }), "print active")
-		if text := hvConsoleText(t, d); !strings.Contains(text, "active\n") {
-			t.Errorf("ring %q lacks the print of a cell with VIRTUAL_CONSOLE_ACTIVE", text)
+		for name, want := range map[string]string{"quiet": "private\n", "allowed": "permitted-only\n", "loud": ""} {
+			if got := cellOutput(t, d, name); got != want {
+				t.Errorf("ivshmem console of %s = %q, want %q", name, got, want)
+			}
 		}
 	})
 	t.Run("Close unblocks a read", func(t *testing.T) {
@@ -385,4 +381,181 @@ func TestCellConsole(t *testing.T) {
 			t.Errorf("OpenCellConsole(nope): %v, want ErrCellNotFound", err)
 		}
 	})
+}
+
+// openCon opens a cell's console as the read-write stream the root sees.
+func openCon(t testing.TB, d *Driver, name string) io.ReadWriteCloser {
+	t.Helper()
+	r, err := d.OpenCellConsole(name)
+	must(t, err)
+	t.Cleanup(func() { r.Close() })
+	rw, ok := r.(io.ReadWriteCloser)
+	if !ok {
+		t.Fatalf("OpenCellConsole returned %T, which takes no input", r)
+	}
+	return rw
+}
+
+// readUntil reads r until the output has want as a suffix or d passes.
+func readUntil(t *testing.T, r io.Reader, want string, d time.Duration) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		var b []byte
+		buf := make([]byte, 4096)
+		for !strings.HasSuffix(string(b), want) {
+			n, err := r.Read(buf)
+			b = append(b, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		got <- string(b)
+	}()
+	select {
+	case s := <-got:
+		return s
+	case <-time.After(d):
+		t.Fatalf("no %q on the console within %v", want, d)
+		return ""
+	}
+}
+
+// Input written to a cell's console reaches the inmate: echo prints each
+// line it reads, whichever newline the terminal sends.
+func TestCellConsoleInput(t *testing.T) {
+	tests := []struct {
+		name   string
+		script []string
+		writes []string
+		want   string
+	}{
+		{"one line", []string{"print ready", "echo", "print done", "exit"}, []string{"hello\n"}, "ready\nhello\ndone\n"},
+		{"a terminal's CR", []string{"echo", "echo", "exit"}, []string{"typed\r", "second\r"}, "typed\nsecond\n"},
+		{"CRLF is one line end", []string{"echo", "echo", "exit"}, []string{"a\r", "\nb\r\n"}, "a\nb\n"},
+		{"a line split over writes", []string{"echo", "exit"}, []string{"ab", "c", "d\n"}, "abcd\n"},
+		{"echo forever", []string{"echo forever"}, []string{"1\n2\n", "3\n"}, "1\n2\n3\n"},
+		{"empty line", []string{"echo", "print after", "exit"}, []string{"\n"}, "\nafter\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d := enabled(t, Options{})
+			create(t, d, testCell(t, "c", []int{2}))
+			con := openCon(t, d, "c")
+			must(t, d.LoadCell("c", script(tt.script...)))
+			must(t, d.StartCell("c"))
+			for _, w := range tt.writes {
+				if _, err := io.WriteString(con, w); err != nil {
+					t.Fatalf("write %q: %v", w, err)
+				}
+			}
+			if got := readUntil(t, con, tt.want, 5*time.Second); got != tt.want {
+				t.Errorf("console = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	t.Run("input waits in the ring until the inmate reads it", func(t *testing.T) {
+		clk := newFakeClock()
+		d := enabled(t, Options{Now: clk.Now})
+		create(t, d, testCell(t, "c", []int{2}))
+		con := openCon(t, d, "c")
+		must(t, d.LoadCell("c", script("sleep 1s", "echo", "exit")))
+		must(t, d.StartCell("c"))
+		if _, err := io.WriteString(con, "early\n"); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Second)
+		if got := readUntil(t, con, "early\n", 5*time.Second); got != "early\n" {
+			t.Errorf("console = %q, want the line written before the inmate read", got)
+		}
+	})
+	t.Run("writing to a stopped inmate fails", func(t *testing.T) {
+		d := enabled(t, Options{})
+		create(t, d, testCell(t, "c", []int{2}))
+		con := openCon(t, d, "c")
+		must(t, d.LoadCell("c", script("exit")))
+		must(t, d.StartCell("c"))
+		// Fill the input ring: nobody takes it, and the inmate is gone.
+		big := make([]byte, conRing+1)
+		done := make(chan error, 1)
+		go func() { _, err := con.Write(big); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, io.ErrClosedPipe) {
+				t.Errorf("write to a stopped inmate: %v, want io.ErrClosedPipe", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("write to a stopped inmate blocked")
+		}
+	})
+}
+
+// floodScript prints n lines of width bytes (newline included) and exits.
+func floodScript(n, width int) []string {
+	return []string{fmt.Sprintf("loop %d", n), "print " + strings.Repeat("x", width-1), "end", "exit"}
+}
+
+// With a reader attached the inmate waits for it: many times the ring's
+// size arrives complete.
+func TestCellConsoleLossless(t *testing.T) {
+	const lines, width = 50000, 100 // 5 MB, five times the ring
+	d := enabled(t, Options{})
+	create(t, d, testCell(t, "c", []int{2}))
+	con := openCon(t, d, "c")
+	must(t, d.LoadCell("c", script(floodScript(lines, width)...)))
+	must(t, d.StartCell("c"))
+	b, err := io.ReadAll(con)
+	must(t, err)
+	want := strings.Repeat(strings.Repeat("x", width-1)+"\n", lines)
+	if string(b) != want {
+		t.Errorf("read %d bytes, want %d intact lines (%d bytes)", len(b), lines, len(want))
+	}
+}
+
+// With nobody reading, an inmate never blocks on its console: what the
+// ring cannot hold is dropped and counted, and a reader that comes later
+// learns how much before it reads what the ring kept.
+func TestCellConsoleDropsWithoutReader(t *testing.T) {
+	const lines, width = 15000, 100 // 1.5 MB, half again the ring
+	d := enabled(t, Options{})
+	run(t, d, testCell(t, "c", []int{2}), floodScript(lines, width)...)
+	deadline := time.Now().Add(5 * time.Second)
+	for stateOf(t, d, "c") != jailhouse.StateShutDown {
+		if time.Now().After(deadline) {
+			t.Fatal("the inmate blocked on a console nobody reads")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	con := openCon(t, d, "c")
+	b, err := io.ReadAll(con)
+	must(t, err)
+	first, rest, _ := strings.Cut(string(b), "\n")
+	kept := conRing // the ring fills to its last byte, mid-line
+	wantDrop := fmt.Sprintf("dropped %d bytes", lines*width-kept)
+	if !strings.Contains(first, wantDrop) {
+		t.Errorf("first line %q, want a notice that it %s", first, wantDrop)
+	}
+	if len(rest) != kept || strings.Trim(rest, "x\n") != "" {
+		t.Errorf("after the notice: %d bytes, want the %d the ring kept", len(rest), kept)
+	}
+}
+
+// BenchmarkCellConsole measures how fast a scripted inmate's output comes
+// through the simulated ivshmem console to one reader.
+func BenchmarkCellConsole(b *testing.B) {
+	const width = 1000
+	d := enabled(b, Options{})
+	create(b, d, testCell(b, "c", []int{2}))
+	con := openCon(b, d, "c")
+	must(b, d.LoadCell("c", script("loop forever", "print "+strings.Repeat("x", width-1), "end")))
+	must(b, d.StartCell("c"))
+	buf := make([]byte, 32<<10)
+	b.SetBytes(width)
+	b.ResetTimer()
+	for total := 0; total < b.N*width; {
+		n, err := con.Read(buf)
+		must(b, err)
+		total += n
+	}
 }

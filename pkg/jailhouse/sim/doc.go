@@ -21,7 +21,11 @@
 // process has to run them. Test hooks (SetCellState, FailCPU, InjectError)
 // inject faults from outside.
 //
+// Each cell has an ivshmem console link (ivcon.go) speaking runphi's console
+// protocol: the inmate's output ring, read by OpenCellConsole, and an input
+// ring the returned stream writes, which scripts read with echo.
+//
 // It does not model memory contents, interrupts, Linux CPU hotplug or the
-// ivshmem data path. docs/simulator.md describes the on-disk layout, the
+// ivshmem data path other than the console link. docs/simulator.md describes the on-disk layout, the
 // console model and the script language.
 package sim

@@ -482,6 +482,7 @@ func (t *tx) createCell(b []byte) error {
 	st.Links = links
 	st.Pool.MemUsed += pages
 	t.s.Cells = append(t.s.Cells, c)
+	t.created = append(t.created, c.Serial)
 	t.hvPrint(jailhouse.MsgCreatedCell(name))
 	t.hvPoolUsage(jailhouse.PoolAfterCellCreation)
 	t.dmesg = append(t.dmesg, fmt.Sprintf("Created Jailhouse cell %q", name))
@@ -709,7 +710,7 @@ func (t *tx) destroyCell(c *cellState) error {
 	st.Pool.MemUsed -= c.PoolPages
 	t.hvPoolUsage(jailhouse.PoolAfterCellDestruction)
 	t.s.Cells = slices.DeleteFunc(t.s.Cells, func(x *cellState) bool { return x == c })
-	t.gone = append(t.gone, segment{serial: c.Serial, off: c.OutLen})
+	t.gone = append(t.gone, c.Serial)
 	t.dmesg = append(t.dmesg, fmt.Sprintf("Destroyed Jailhouse cell %q", c.Name))
 	return nil
 }

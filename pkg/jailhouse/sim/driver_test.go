@@ -426,7 +426,7 @@ func TestRequestErrnos(t *testing.T) {
 		},
 		{
 			name:  "load keeps images before a bad one and skips empty ones",
-			setup: func(t *testing.T, d *Driver) { create(t, d, testCell(t, "c", []int{2}, permitted)) },
+			setup: func(t *testing.T, d *Driver) { create(t, d, testCell(t, "c", []int{2}, active)) },
 			call: func(t *testing.T, d *Driver) error {
 				return d.LoadCell("c",
 					script("print loaded before the bad image"),

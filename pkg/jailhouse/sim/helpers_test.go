@@ -130,6 +130,9 @@ func testCell(t testing.TB, name string, cpus []int, mods ...func(*jailhouse.Cel
 func passive(c *jailhouse.Cell)   { c.Flags |= jailhouse.CellPassiveCommRegion }
 func permitted(c *jailhouse.Cell) { c.Flags |= jailhouse.CellVirtualConsolePermitted }
 
+// active makes the inmate print through the hypervisor's virtual console.
+func active(c *jailhouse.Cell) { c.Flags |= jailhouse.CellVirtualConsoleActive }
+
 // openSim opens a fresh simulator in a temp dir.
 func openSim(t testing.TB, opts Options) *Driver {
 	t.Helper()

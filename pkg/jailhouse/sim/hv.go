@@ -17,11 +17,6 @@ import (
 // like the real `git describe` string.
 const Version = "v0.12 (0-ge57d1eff)"
 
-// maxCellOutput bounds one cell's console stream; later output is counted in
-// OutDropped and dropped, so that an inmate printing in a loop without
-// sleeping cannot fill the disk.
-const maxCellOutput = 4 << 20
-
 // Simulated hypervisor image sizes, used for the enable-time memory check
 // and the page pool size (the real accounting depends on the build).
 const (
@@ -264,41 +259,31 @@ func bdfString(bdf uint16) string {
 	return fmt.Sprintf("%02x:%02x.%x", bdf>>8, (bdf>>3)&0x1f, bdf&7)
 }
 
-// cellPrint is one line of inmate output. It always goes to the cell's own
-// console stream (the per-cell ivshmem console runphi reads), and to the
-// hypervisor ring too when the cell may use the putc hypercall.
+// cellPrint is one line of hypervisor-side text about a cell written to
+// its console (the crash notice of a script that does not parse). It never
+// waits: what the console does not take is dropped.
 func (t *tx) cellPrint(c *cellState, text string) {
-	line := text + "\n"
+	t.cellWrite(c, text+"\n")
+}
+
+// cellWrite is inmate console output: it returns how many bytes the
+// console took. An inmate whose cell has VIRTUAL_CONSOLE_ACTIVE prints
+// through the debug putc hypercall into the hypervisor ring, as Jailhouse's
+// inmate library does; any other inmate writes its ivshmem console ring,
+// which may be full (the rest waits for the reader, see conWrite).
+func (t *tx) cellWrite(c *cellState, s string) int {
 	first := -1
 	if len(c.CPUs) > 0 {
 		first = c.CPUs[0]
 	}
-	if c.Flags&jailhouse.CellVirtualConsolePermitted != 0 {
-		t.hvPrint(line)
+	if c.Flags&jailhouse.CellVirtualConsoleActive != 0 {
+		t.hvPrint(s)
 		if first >= 0 {
-			t.stat(first, statHypercall, uint32(len(line)))
+			t.stat(first, statHypercall, uint32(len(s)))
 		}
-	} else if first >= 0 {
-		t.stat(first, statMMIO, 1) // the ivshmem doorbell
+		return len(s)
 	}
-	if c.OutLen+int64(len(line)) > maxCellOutput {
-		if c.OutDropped == 0 {
-			t.cellWrite(c, fmt.Sprintf("runphi-sim: console output passed %d bytes; dropping the rest\n", maxCellOutput))
-		}
-		c.OutDropped += int64(len(line))
-		return
-	}
-	t.cellWrite(c, line)
-}
-
-// cellWrite appends to a cell's console stream.
-func (t *tx) cellWrite(c *cellState, s string) {
-	if n := len(t.out); n > 0 && t.out[n-1].serial == c.Serial && t.out[n-1].off+int64(len(t.out[n-1].data)) == c.OutLen {
-		t.out[n-1].data = append(t.out[n-1].data, s...)
-	} else {
-		t.out = append(t.out, segment{serial: c.Serial, off: c.OutLen, data: []byte(s)})
-	}
-	c.OutLen += int64(len(s))
+	return t.conWrite(c, s)
 }
 
 // advance runs every scripted inmate up to now.
@@ -327,7 +312,9 @@ type cellInmate struct {
 	c *cellState
 }
 
-func (in *cellInmate) print(text string) { in.t.cellPrint(in.c, text) }
+func (in *cellInmate) write(s string) int { return in.t.cellWrite(in.c, s) }
+
+func (in *cellInmate) readLine(p *program) (string, bool) { return in.t.cellInput(in.c, p) }
 
 func (in *cellInmate) setPolicy(p string) { in.c.Policy = p }
 

@@ -50,6 +50,7 @@ const (
 	opPolicy opKind = "on-shutdown"
 	opLoop   opKind = "loop"
 	opEnd    opKind = "end"
+	opEcho   opKind = "echo"
 )
 
 // op is one instruction of a parsed script.
@@ -59,7 +60,8 @@ type op struct {
 	Text string `json:"t,omitempty"` // print: the text; on-shutdown: the policy
 	// Dur is the sleep duration in nanoseconds.
 	Dur int64 `json:"d,omitempty"`
-	// N is the loop count; -1 means forever.
+	// N is the loop count, or for echo the number of lines; -1 means
+	// forever.
 	N int `json:"n,omitempty"`
 	// Jump is, for loop, the index just after its end (taken when the
 	// count is 0); for end, the index of its loop.
@@ -147,6 +149,15 @@ func parseScript(data []byte) ([]op, error) {
 			}
 		case opExit, opFail, opLock, opUnlock:
 			err = noArg(opKind(cmd))
+		case opEcho:
+			switch a := strings.TrimSpace(arg); a {
+			case "":
+				prog = append(prog, op{Kind: opEcho, Line: lineNo, N: 1})
+			case "forever":
+				prog = append(prog, op{Kind: opEcho, Line: lineNo, N: -1})
+			default:
+				err = bad("echo takes no argument or forever, got %q", a)
+			}
 		case opPolicy:
 			switch p := strings.TrimSpace(arg); p {
 			case PolicyApprove, PolicyDeny, PolicyIgnore:
@@ -203,6 +214,16 @@ type program struct {
 	Loops []int `json:"loops,omitempty"`
 	// At is when the instruction at PC runs, in Unix nanoseconds.
 	At int64 `json:"at"`
+	// Out is console output of the instruction at PC that the console has
+	// not taken yet: the inmate waits until it has.
+	Out string `json:"out,omitempty"`
+	// Echoed counts the lines the echo at PC has echoed.
+	Echoed int `json:"echoed,omitempty"`
+	// Line is console input read but not yet ended by a newline; SkipLF
+	// says the last line ended in '\r', so a '\n' right after it belongs
+	// to it.
+	Line   string `json:"line,omitempty"`
+	SkipLF bool   `json:"skip_lf,omitempty"`
 }
 
 // done reports whether the program ran off its end. The inmate then idles:
@@ -212,7 +233,11 @@ func (p *program) done() bool { return p.PC >= len(p.Ops) }
 
 // inmate is what a running program acts on: the cell, seen from inside.
 type inmate interface {
-	print(text string)
+	// write puts console output out and returns how much the console
+	// took; the inmate waits for the rest.
+	write(s string) int
+	// readLine takes one line of console input, if a whole one is there.
+	readLine(p *program) (string, bool)
 	// state carries out exit, fail, lock and unlock.
 	state(k opKind)
 	setPolicy(policy string)
@@ -221,15 +246,47 @@ type inmate interface {
 }
 
 // run executes the program until its next instruction lies after now, it
-// ends (exit and fail end it too), or it used up its step budget.
+// ends (exit and fail end it too), it waits for the console (output the
+// console cannot take yet, input that has not come), or it used up its
+// step budget. A waiting instruction is retried by the next transaction.
 func (p *program) run(now time.Time, in inmate) {
 	t := now.UnixNano()
 	for steps := 0; steps < maxStepsPerAdvance && !p.done() && p.At <= t; steps++ {
 		o := &p.Ops[p.PC]
-		p.PC++
+		if p.Out != "" {
+			n := in.write(p.Out)
+			p.Out = p.Out[n:]
+			if p.Out != "" {
+				// The console is full: time passes while the
+				// inmate waits, so later sleeps count from now.
+				p.At = t
+				return
+			}
+			if o.Kind == opEcho {
+				p.Echoed++
+				if o.N < 0 || p.Echoed < o.N {
+					continue // echo the next line
+				}
+				p.Echoed = 0
+			}
+			p.PC++
+			continue
+		}
 		switch o.Kind {
 		case opPrint:
-			in.print(o.Text)
+			p.Out = o.Text + "\n"
+			continue // written at the top, then the PC moves on
+		case opEcho:
+			line, ok := in.readLine(p)
+			if !ok {
+				p.At = t // waiting for input
+				return
+			}
+			p.Out = line + "\n"
+			continue
+		}
+		p.PC++
+		switch o.Kind {
 		case opSleep:
 			p.At += o.Dur
 			in.sleep()

@@ -3,7 +3,6 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strings"
 	"testing"
@@ -69,29 +68,35 @@ func TestParseScriptAccepts(t *testing.T) {
 	}
 }
 
-// cellOutput is what a cell printed so far, read from its console file
-// without waiting.
+// cellOutput is what a cell printed and nobody consumed yet, read from
+// its console link without consuming it.
 func cellOutput(t *testing.T, d *Driver, name string) string {
 	t.Helper()
+	var out []byte
 	var serial uint64
-	var n int64
+	var tail uint32
 	must(t, d.update(func(tx *tx) error {
 		c := tx.s.cell(name)
 		if c == nil {
 			return fmt.Errorf("no cell %q", name)
 		}
-		serial, n = c.Serial, c.OutLen
+		serial, tail = c.Serial, c.Con.Tail
 		return nil
-	}, nil))
-	b, err := os.ReadFile(d.consolePath(serial))
-	if errors.Is(err, fs.ErrNotExist) {
-		return ""
-	}
-	must(t, err)
-	if int64(len(b)) < n {
-		t.Fatalf("console file of %q has %d bytes, the state counts %d", name, len(b), n)
-	}
-	return string(b[:n])
+	}, func() error {
+		// After the commit: the ring holds every byte the state counts.
+		f, err := os.Open(d.conPath(serial))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		root, err := readConHeader(f, conPeerRoot)
+		if err != nil {
+			return err
+		}
+		out = make([]byte, tail-root.PeerHead)
+		return readRing(f, conPeerInmate, root.PeerHead, out)
+	}))
+	return string(out)
 }
 
 func TestScriptTimeline(t *testing.T) {

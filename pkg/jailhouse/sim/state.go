@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,14 +25,14 @@ import (
 )
 
 // stateVersion changes whenever the state file's schema does.
-const stateVersion = 1
+const stateVersion = 2
 
 // Files and directories under the simulator's directory.
 const (
 	stateFile   = "state.json"
 	lockFile    = "state.lock"   // guards state.json and everything rendered from it
 	requestLock = "request.lock" // the driver's global mutex (jailhouse_lock)
-	consoleDir  = "console"      // per-cell console streams, <serial>.log
+	consoleDir  = "console"      // per-cell console links, <serial>.con
 	tmpDir      = "tmp"          // temp files, renamed into place
 	dmesgFile   = "dmesg"        // the driver's kernel log lines
 	sysfsSubdir = "sys/devices/jailhouse"
@@ -132,10 +131,8 @@ type cellState struct {
 	// Starts counts CELL_STARTs; a cell console reader ends at a terminal
 	// state only once the cell has run.
 	Starts int `json:"starts"`
-	// OutLen is the length of the cell's console stream; OutDropped counts
-	// bytes dropped after maxCellOutput.
-	OutLen     int64 `json:"out_len"`
-	OutDropped int64 `json:"out_dropped,omitempty"`
+	// Con is the inmate's side of its ivshmem console link (ivcon.go).
+	Con conInmate `json:"con"`
 }
 
 // image is one loaded preload image.
@@ -308,17 +305,26 @@ type tx struct {
 	d   *Driver
 	s   *hostState
 	now time.Time
-	// out collects console output to write before the state that counts
-	// it, in order.
+	// out collects console output to write, at file offsets of the
+	// cells' console links, before the state that counts it.
 	out []segment
-	// gone lists the console streams of cells destroyed in this
-	// transaction, with their final lengths.
-	gone []segment
+	// created lists the cells created in this transaction, whose console
+	// links are made at commit.
+	created []uint64
+	// gone lists the cells destroyed in this transaction, whose console
+	// links are removed at commit (open readers keep reading them).
+	gone []uint64
+	// rootHdr caches the root's console section header of each cell, read
+	// once per transaction (rootSide).
+	rootHdr map[uint64]conHeader
+	// conDirty holds the inmate console indices to write into the links'
+	// headers after the state.
+	conDirty map[uint64]conInmate
 	// dmesg collects driver log lines.
 	dmesg []string
 }
 
-// segment is a piece of a cell's console stream at an offset.
+// segment is a piece of a cell's console link at a file offset.
 type segment struct {
 	serial uint64
 	off    int64
@@ -359,19 +365,18 @@ func (d *Driver) update(fn func(t *tx) error, after func() error) error {
 	return nil
 }
 
-// commit writes what the transaction changed: console streams first, then
-// the state that counts their bytes, then the sysfs tree.
+// commit writes what the transaction changed: console ring bytes first,
+// then the state that counts them, then the console indices that publish
+// them, then the sysfs tree.
 func (t *tx) commit(old []byte) error {
-	for _, seg := range t.out {
-		if err := t.d.writeConsole(seg.serial, seg.off, seg.data); err != nil {
+	for _, serial := range t.created {
+		if err := t.d.initConsole(serial); err != nil {
 			return err
 		}
 	}
-	for _, g := range t.gone {
-		// Cut what a crashed writer may have left past the counted end,
-		// so that readers holding the file open read exactly the output.
-		if err := os.Truncate(t.d.consolePath(g.serial), g.off); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("cell console: %w", err)
+	for _, seg := range t.out {
+		if err := t.d.writeConsole(seg.serial, seg.off, seg.data); err != nil {
+			return err
 		}
 	}
 	if len(t.dmesg) > 0 {
@@ -383,15 +388,22 @@ func (t *tx) commit(old []byte) error {
 	if err != nil {
 		return fmt.Errorf("encode simulator state: %w", err)
 	}
+	if !bytes.Equal(raw, old) {
+		if err := t.d.writeFileAtomic(filepath.Join(t.d.dir, stateFile), raw, 0o600); err != nil {
+			return err
+		}
+	}
+	for serial, c := range t.conDirty {
+		if err := t.d.syncConsole(serial, c); err != nil {
+			return err
+		}
+	}
+	for _, serial := range t.gone {
+		// Readers that have the link open keep reading it.
+		os.Remove(t.d.conPath(serial))
+	}
 	if bytes.Equal(raw, old) {
 		return nil
-	}
-	if err := t.d.writeFileAtomic(filepath.Join(t.d.dir, stateFile), raw, 0o600); err != nil {
-		return err
-	}
-	for _, g := range t.gone {
-		// Readers that have the stream open keep reading it.
-		os.Remove(t.d.consolePath(g.serial))
 	}
 	var prev hostState
 	if err := json.Unmarshal(old, &prev); err != nil {
@@ -400,15 +412,12 @@ func (t *tx) commit(old []byte) error {
 	return t.d.renderDelta(&prev, t.s)
 }
 
-func (d *Driver) consolePath(serial uint64) string {
-	return filepath.Join(d.dir, consoleDir, strconv.FormatUint(serial, 10)+".log")
-}
-
-// writeConsole writes data at off in a cell's console stream. The offset
-// comes from the state, not from the file's size, so bytes a crashed
-// writer left behind without counting them are overwritten.
+// writeConsole writes data at the file offset off of a cell's console
+// link. Offsets come from the state, not from what the file holds, so
+// bytes a crashed writer left behind without counting them are
+// overwritten.
 func (d *Driver) writeConsole(serial uint64, off int64, data []byte) error {
-	f, err := os.OpenFile(d.consolePath(serial), os.O_WRONLY|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(d.conPath(serial), os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("cell console: %w", err)
 	}

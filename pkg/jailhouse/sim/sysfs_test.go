@@ -151,7 +151,7 @@ func TestSysfsTexts(t *testing.T) {
 func TestSysfsStatistics(t *testing.T) {
 	clk := newFakeClock()
 	d := enabled(t, Options{Now: clk.Now})
-	run(t, d, testCell(t, "c", []int{2, 3}, permitted), "print hello", "sleep 1s", "print again")
+	run(t, d, testCell(t, "c", []int{2, 3}, active), "print hello", "sleep 1s", "print again")
 	statsDir := filepath.Join(d.SysfsRoot(), "cells/1/statistics")
 	entries, err := os.ReadDir(statsDir)
 	must(t, err)
