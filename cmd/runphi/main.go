@@ -68,14 +68,12 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// exitCoder is an error that chooses runphi's exit status (a documented
+// code other than 1, such as 3 for "no such cell"); its message is printed
+// like any other error's.
+type exitCoder interface{ ExitCode() int }
+
 func init() {
-	register(&command{name: "version", summary: "print the version", usage: "version", run: func(env *cmdEnv, args []string) error {
-		if len(args) != 0 {
-			return usagef("version takes no arguments")
-		}
-		fmt.Fprintf(env.stdout, "runphi %s\n", version)
-		return nil
-	}})
 	register(&command{name: "help", summary: "show help for a command", usage: "help [COMMAND]", run: runHelp})
 }
 
@@ -104,7 +102,10 @@ func run(env *cmdEnv, args []string) int {
 		return 2
 	}
 	err := c.run(env, args[1:])
-	var ue *usageError
+	var (
+		ue *usageError
+		ec exitCoder
+	)
 	switch {
 	case err == nil:
 		return 0
@@ -113,6 +114,9 @@ func run(env *cmdEnv, args []string) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(env.stderr, "runphi %s: %s\nusage: runphi %s\n", c.name, ue.msg, c.usage)
 		return 2
+	case errors.As(err, &ec):
+		fmt.Fprintf(env.stderr, "runphi %s: %v\n", c.name, err)
+		return ec.ExitCode()
 	default:
 		fmt.Fprintf(env.stderr, "runphi %s: %v\n", c.name, err)
 		return 1

@@ -1,0 +1,19 @@
+// Package hostview is the operator's read-only view of runphi on one host.
+// It joins what different processes leave behind, none of which alone says
+// what runs here: the runphi configuration file (the same keys and the same
+// precedence as the shim's), the node-wide resource ledger, the Jailhouse
+// sysfs tree (real or simulated), the shim's per-task state files in the
+// containerd bundles, and the containerd and shim processes in /proc.
+//
+// It backs `runphi ps`, `runphi cells`, `runphi stats` and `runphi doctor`.
+// It never creates, changes or destroys a cell, a ledger entry or a state
+// file; the only writes it can cause are the simulator's own bookkeeping
+// when its cells are listed (a simulated sysfs read advances the scripted
+// inmates to now, as a real state read is a hypercall that sees the inmate
+// as it is). It does not import package shim: the configuration and the
+// task state file are read with the shim's keys, and tests check that the
+// two agree.
+//
+// Everything that reads the host takes its roots (/proc, sysfs) from
+// Options, so tests run on fabricated trees.
+package hostview

@@ -1,0 +1,385 @@
+package hostview
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+	"github.com/runphi/runphi/pkg/jailhouse/sim"
+	"github.com/runphi/runphi/pkg/partition"
+)
+
+// Errors returned by Host.
+var (
+	// ErrNoBackend means the configuration selects no backend: there is
+	// no /dev/jailhouse and no backend key.
+	ErrNoBackend = errors.New("no hypervisor backend selected")
+	// ErrSimNotCreated means the simulator's directory does not exist yet:
+	// no shim has used it.
+	ErrSimNotCreated = errors.New("simulator not created yet")
+)
+
+// Options says where a Host reads the machine. The zero value means the
+// real paths.
+type Options struct {
+	// ProcRoot replaces /proc.
+	ProcRoot string
+	// SysfsRoot replaces /sys/devices/jailhouse for the jailhouse backend.
+	SysfsRoot string
+	// TaskRoots are bundle roots (<root>/<namespace>/<id>) searched for
+	// state files besides those found through the running shims and
+	// containerd daemons.
+	TaskRoots []string
+	// Now replaces time.Now (uptimes).
+	Now func() time.Time
+}
+
+// Host is the read-only view of runphi under one configuration.
+type Host struct {
+	cfg  Config
+	opts Options
+}
+
+// Open returns the view of the host cfg describes. It touches nothing.
+func Open(cfg Config, opts Options) *Host {
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = DefaultProcRoot
+	}
+	if opts.SysfsRoot == "" {
+		opts.SysfsRoot = jailhouse.DefaultSysfsRoot
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Host{cfg: cfg, opts: opts}
+}
+
+// Config returns the configuration the host was opened with.
+func (h *Host) Config() Config { return h.cfg }
+
+// SysfsRoot is the Jailhouse sysfs directory of the backend: the real one,
+// or the simulator's rendering of it.
+func (h *Host) SysfsRoot() (string, error) {
+	switch h.cfg.Backend {
+	case BackendJailhouse:
+		return h.opts.SysfsRoot, nil
+	case BackendSim:
+		return filepath.Join(h.cfg.SimDir, "sys", "devices", "jailhouse"), nil
+	}
+	return "", fmt.Errorf("%w: no %s on this host and no backend in %s; set backend = \"sim\" there to use the simulator",
+		ErrNoBackend, DefaultDevicePath, h.cfg.Source)
+}
+
+// simulator opens the simulator without creating it: a missing sim_dir is
+// ErrSimNotCreated rather than a new, empty simulated host.
+func (h *Host) simulator() (*sim.Driver, error) {
+	if _, err := os.Stat(filepath.Join(h.cfg.SimDir, "state.json")); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: sim_dir %s (from %s) holds no simulated host; the first partition's shim creates and enables it",
+			ErrSimNotCreated, h.cfg.SimDir, h.cfg.Source)
+	}
+	d, err := sim.Open(h.cfg.SimDir, sim.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open the simulator at sim_dir %s (from %s): %w", h.cfg.SimDir, h.cfg.Source, err)
+	}
+	return d, nil
+}
+
+// Enabled reports whether the hypervisor is enabled. The simulator not
+// created yet counts as loaded but disabled.
+func (h *Host) Enabled() (bool, error) {
+	if h.cfg.Backend == BackendSim {
+		d, err := h.simulator()
+		if errors.Is(err, ErrSimNotCreated) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		return d.Enabled()
+	}
+	root, err := h.SysfsRoot()
+	if err != nil {
+		return false, err
+	}
+	return jailhouse.ReadEnabled(root)
+}
+
+// Cells lists the cells the hypervisor has, root cell first. For the
+// simulator the list is current: reading it advances scripted inmates.
+func (h *Host) Cells() ([]jailhouse.CellInfo, error) {
+	if h.cfg.Backend == BackendSim {
+		d, err := h.simulator()
+		if errors.Is(err, ErrSimNotCreated) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return d.Cells()
+	}
+	root, err := h.SysfsRoot()
+	if err != nil {
+		return nil, err
+	}
+	return jailhouse.ReadCells(root)
+}
+
+// FindCell finds a cell by name, or by decimal id as `jailhouse cell`
+// does (a non-negative number is an id, anything else a name).
+func (h *Host) FindCell(ref string) (jailhouse.CellInfo, error) {
+	cells, err := h.Cells()
+	if err != nil {
+		return jailhouse.CellInfo{}, err
+	}
+	id, numErr := strconv.Atoi(ref)
+	for _, c := range cells {
+		if c.Name == ref || (numErr == nil && id >= 0 && c.ID == id) {
+			return c, nil
+		}
+	}
+	return jailhouse.CellInfo{}, fmt.Errorf("cell %q: %w", ref, jailhouse.ErrCellNotFound)
+}
+
+// Statistics reads the vmexit counters of the cell named (or numbered) ref.
+func (h *Host) Statistics(ref string) (jailhouse.CellInfo, jailhouse.CellStatistics, error) {
+	c, err := h.FindCell(ref)
+	if err != nil {
+		return jailhouse.CellInfo{}, jailhouse.CellStatistics{}, err
+	}
+	root, err := h.SysfsRoot()
+	if err != nil {
+		return c, jailhouse.CellStatistics{}, err
+	}
+	st, err := jailhouse.ReadStatistics(root, c.ID)
+	return c, st, err
+}
+
+// Ledger returns the node-wide resource ledger's entries.
+func (h *Host) Ledger() ([]partition.Entry, error) {
+	return partition.OpenLedger(h.cfg.LedgerPath()).Entries()
+}
+
+// Tasks finds the shim state files of this configuration's partitions:
+// in the bundles of running runphi shims (their working directory), in
+// the bundle roots of running containerd daemons and of /run/containerd,
+// and in Options.TaskRoots. A state file created under another
+// configuration (another state_dir) is not this host's view and is left
+// out. Unreadable state files come back as errors.
+func (h *Host) Tasks() ([]Task, []error) {
+	roots := slices.Clone(h.opts.TaskRoots)
+	roots = append(roots, filepath.Join(DefaultContainerdState, taskDir))
+	var bundles []string
+	if shims, err := ShimProcesses(h.opts.ProcRoot); err == nil {
+		for _, s := range shims {
+			if s.Cwd == "" {
+				continue
+			}
+			bundles = append(bundles, s.Cwd)
+			// A bundle is <root>/<namespace>/<id>: the shim's siblings
+			// (tasks of dead shims of the same daemon) are there too.
+			roots = append(roots, filepath.Dir(filepath.Dir(s.Cwd)))
+		}
+	}
+	if daemons, err := ContainerdDaemons(h.opts.ProcRoot); err == nil {
+		for _, d := range daemons {
+			roots = append(roots, d.TaskRoot())
+		}
+	}
+	slices.Sort(roots)
+	roots = slices.Compact(roots)
+	all, errs := FindTasks(roots, bundles)
+	var mine []Task
+	for _, t := range all {
+		if filepath.Clean(t.State.Config.StateDir) == filepath.Clean(h.cfg.StateDir) {
+			mine = append(mine, t)
+		}
+	}
+	return mine, errs
+}
+
+// Partition is one partition on this host: the ledger's entry, the
+// hypervisor's cell and the shim's task state, joined on the owner
+// "<namespace>/<container id>".
+type Partition struct {
+	Namespace   string `json:"namespace"`
+	ContainerID string `json:"container_id"`
+	// Pod is set for containers created through CRI.
+	Pod *Pod `json:"pod,omitempty"`
+	// Cell is the cell name; CellID is -1 when the hypervisor has no such
+	// cell.
+	Cell   string `json:"cell"`
+	CellID int    `json:"cell_id"`
+	// State is the cell state as sysfs says it ("running", "shut down",
+	// "failed", …); empty when there is no cell.
+	State string `json:"state"`
+	// CPUs are the CPUs the ledger gave the partition.
+	CPUs []int `json:"cpus"`
+	// RAM are the physical RAM ranges the ledger gave it.
+	RAM []partition.Range `json:"ram"`
+	// RAMBytes is their total size.
+	RAMBytes uint64 `json:"ram_bytes"`
+	// Board is the board profile the allocation was made on.
+	Board string `json:"board"`
+	// Console says where the inmate's console goes.
+	Console string `json:"console"`
+	// Created is when the ledger allocation was made (cell creation);
+	// zero when the ledger has no entry.
+	Created time.Time `json:"created"`
+	// UptimeSeconds counts from Created.
+	UptimeSeconds int64 `json:"uptime_seconds"`
+	// ShimPID is the shim serving the task (from the state file, else the
+	// process that made the ledger entry); ShimAlive says it still runs.
+	ShimPID   int  `json:"shim_pid"`
+	ShimAlive bool `json:"shim_alive"`
+	// Bundle is the containerd bundle, when its state file was found.
+	Bundle string `json:"bundle,omitempty"`
+	// Problems are inconsistencies between the three sources, each
+	// saying what to do.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Owner is "<namespace>/<container id>".
+func (p Partition) Owner() string { return p.Namespace + "/" + p.ContainerID }
+
+// Partitions joins the ledger, the cells and the task states. Every ledger
+// entry is a row; so is a state file that names a partition the ledger
+// does not know. Rows come in ledger order, then the others by owner.
+// The error is set only when the ledger cannot be read; sources that fail
+// otherwise (the hypervisor, a state file) are returned as warnings and
+// the rows say what they lack.
+func (h *Host) Partitions() ([]Partition, []error, error) {
+	var warnings []error
+	entries, err := h.Ledger()
+	if err != nil {
+		return nil, nil, err
+	}
+	cells, cellsErr := h.Cells()
+	if cellsErr != nil {
+		// Still list what the ledger holds; each row then says the
+		// hypervisor could not be read.
+		warnings = append(warnings, cellsErr)
+	}
+	cellsKnown := cellsErr == nil
+	cellByName := map[string]jailhouse.CellInfo{}
+	for _, c := range cells {
+		cellByName[c.Name] = c
+	}
+	tasks, errs := h.Tasks()
+	warnings = append(warnings, errs...)
+	taskByOwner := map[string]Task{}
+	for _, t := range tasks {
+		taskByOwner[t.State.Owner()] = t
+	}
+	boards := map[string]*partition.Board{}
+
+	var rows []Partition
+	inLedger := map[string]bool{}
+	for _, e := range entries {
+		inLedger[e.Owner] = true
+		ns, id, _ := strings.Cut(e.Owner, "/")
+		p := Partition{
+			Namespace: ns, ContainerID: id, Cell: e.Cell, CellID: -1,
+			CPUs: e.CPUs, RAM: e.RAM, Board: e.Board, Created: e.Created, ShimPID: e.PID,
+		}
+		for _, r := range e.RAM {
+			p.RAMBytes += r.Size()
+		}
+		if !e.Created.IsZero() {
+			p.UptimeSeconds = int64(h.opts.Now().Sub(e.Created) / time.Second)
+		}
+		p.Console = h.console(boards, e.Board)
+		if t, ok := taskByOwner[e.Owner]; ok {
+			p.Bundle, p.Pod = t.Bundle, t.Pod
+			if t.State.ShimPid != 0 {
+				p.ShimPID = t.State.ShimPid
+			}
+		} else {
+			p.Problems = append(p.Problems, "no task state file found for it (looked in the bundles of running shims and containerd daemons)")
+		}
+		h.joinCell(&p, cellsKnown, cellByName)
+		h.checkShim(&p)
+		rows = append(rows, p)
+	}
+	var extra []Partition
+	for _, t := range tasks {
+		if inLedger[t.State.Owner()] {
+			continue
+		}
+		p := Partition{
+			Namespace: t.State.Namespace, ContainerID: t.State.ID, CellID: -1,
+			Board: t.State.Config.Board, ShimPID: t.State.ShimPid, Bundle: t.Bundle, Pod: t.Pod,
+		}
+		p.Console = h.console(boards, p.Board)
+		if t.State.Partition == nil {
+			p.Problems = append(p.Problems, "the shim has not created a cell for it (Create in progress, or it failed and the shim died)")
+		} else {
+			p.Cell = t.State.Partition.Cell
+			p.Problems = append(p.Problems, fmt.Sprintf("the ledger %s has no entry for it", h.cfg.LedgerPath()))
+			h.joinCell(&p, cellsKnown, cellByName)
+		}
+		h.checkShim(&p)
+		extra = append(extra, p)
+	}
+	slices.SortFunc(extra, func(a, b Partition) int { return strings.Compare(a.Owner(), b.Owner()) })
+	return append(rows, extra...), warnings, nil
+}
+
+func (h *Host) joinCell(p *Partition, cellsKnown bool, cellByName map[string]jailhouse.CellInfo) {
+	if !cellsKnown {
+		p.Problems = append(p.Problems, "the hypervisor's cells could not be read")
+		return
+	}
+	c, ok := cellByName[p.Cell]
+	if !ok {
+		p.Problems = append(p.Problems, fmt.Sprintf("the hypervisor has no cell %q; the entry is stale: `ctr task rm` the container (or run `%s delete` in its bundle) to free it", p.Cell, ShimBinary))
+		return
+	}
+	p.CellID, p.State = c.ID, c.State.String()
+	if p.CPUs != nil && !slices.Equal(c.CPUs, p.CPUs) {
+		p.Problems = append(p.Problems, fmt.Sprintf("cell %q has CPUs %q but the ledger gave it %q",
+			p.Cell, jailhouse.FormatCPUList(c.CPUs), jailhouse.FormatCPUList(p.CPUs)))
+	}
+	if p.CPUs == nil {
+		p.CPUs = c.CPUs
+	}
+}
+
+func (h *Host) checkShim(p *Partition) {
+	if p.ShimPID == 0 {
+		return
+	}
+	proc, ok := ReadProcess(h.opts.ProcRoot, p.ShimPID)
+	p.ShimAlive = ok && IsShim(proc)
+	if !p.ShimAlive {
+		p.Problems = append(p.Problems, fmt.Sprintf("its shim (pid %d) is gone; containerd cleans up with `%s delete` when it notices (or at its next start)", p.ShimPID, ShimBinary))
+	}
+}
+
+// console describes where a partition's console goes on this backend.
+func (h *Host) console(cache map[string]*partition.Board, board string) string {
+	if h.cfg.Backend == BackendSim {
+		return "simulated cell console → task stdout"
+	}
+	b, ok := cache[board]
+	if !ok {
+		// The ledger records the profile's name; the configuration may
+		// name the same profile by its file.
+		if cb, err := partition.LoadBoard(h.cfg.Board); err == nil && cb.Name == board {
+			b = cb
+		} else {
+			b, _ = partition.LoadBoard(board)
+		}
+		cache[board] = b
+	}
+	if b == nil {
+		return "uart (board profile " + board + " not loadable)"
+	}
+	return fmt.Sprintf("%s uart at %#x, shared with the root cell", jailhouse.ConsoleTypeName(b.Console.Type), b.Console.Address)
+}

@@ -1,0 +1,227 @@
+package hostview
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+)
+
+func TestPartitionsJoinLedgerCellsAndState(t *testing.T) {
+	h := newHost(t)
+	podBundle := h.run(t, "k8s.io", "web", partitionOpts{started: true, annotations: map[string]string{
+		"io.kubernetes.cri.sandbox-name":      "plc",
+		"io.kubernetes.cri.sandbox-namespace": "factory",
+		"io.kubernetes.cri.container-name":    "controller",
+		"io.kubernetes.cri.container-type":    "container",
+	}})
+	// A bundle outside every task root is still found through its shim's
+	// working directory.
+	root := h.taskRoot
+	h.taskRoot = filepath.Join(t.TempDir(), taskDir)
+	ctrBundle := h.run(t, "default", "t1", partitionOpts{shimAlive: true})
+	h.taskRoot = root
+
+	parts, warns, err := h.view().Partitions()
+	if err != nil || len(warns) > 0 {
+		t.Fatalf("Partitions: %v, warnings %v", err, warns)
+	}
+	if len(parts) != 2 {
+		t.Fatalf("%d partitions, want 2: %+v", len(parts), parts)
+	}
+	web, t1 := parts[0], parts[1]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"first row is the first allocation", web.Owner(), "k8s.io/web"},
+		{"cell name is the container id", web.Cell, "web"},
+		{"started cell runs", web.State, "running"},
+		{"created cell is shut down until started", t1.State, "shut down"},
+		{"cell ids are the hypervisor's", [2]int{web.CellID, t1.CellID}, [2]int{1, 2}},
+		{"CPUs come from the ledger", [2]string{jailhouse.FormatCPUList(web.CPUs), jailhouse.FormatCPUList(t1.CPUs)}, [2]string{"2", "3"}},
+		{"RAM is the default 64 MiB", web.RAMBytes, uint64(64 << 20)},
+		{"RAM ranges are disjoint", web.RAM[0].Overlaps(t1.RAM[0]), false},
+		{"board is recorded", web.Board, "qemu-arm64"},
+		{"console of the simulator", web.Console, "simulated cell console → task stdout"},
+		{"pod from CRI annotations", web.Pod != nil && web.Pod.Name == "plc" && web.Pod.Namespace == "factory" && web.Pod.ContainerName == "controller", true},
+		{"ctr containers have no pod", t1.Pod == nil, true},
+		{"bundle found under the task root", web.Bundle, podBundle},
+		{"bundle found through the shim's cwd", t1.Bundle, ctrBundle},
+		{"the live shim is seen", t1.ShimAlive, true},
+		{"created time is set", web.Created.IsZero(), false},
+		{"a consistent partition with a live shim has no problems", len(t1.Problems), 0},
+	}
+	for _, c := range checks {
+		if !equalAny(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	// web's shim is not in the fake /proc: that is its only problem.
+	if len(web.Problems) != 1 || !strings.Contains(web.Problems[0], "is gone") {
+		t.Errorf("web problems = %q, want only the dead shim", web.Problems)
+	}
+}
+
+func equalAny(a, b any) bool {
+	switch a := a.(type) {
+	case []string:
+		return slices.Equal(a, b.([]string))
+	}
+	return a == b
+}
+
+func TestPartitionsNameEachInconsistency(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, h *host)
+		owner string
+		want  string // substring of a problem
+	}{
+		{"cell destroyed behind the ledger's back", func(t *testing.T, h *host) {
+			h.run(t, "default", "gone", partitionOpts{shimAlive: true})
+			if err := h.driver.DestroyCell("gone"); err != nil {
+				t.Fatal(err)
+			}
+		}, "default/gone", `the hypervisor has no cell "gone"`},
+		{"shim died", func(t *testing.T, h *host) {
+			h.run(t, "default", "orphan", partitionOpts{})
+		}, "default/orphan", "(pid 4001) is gone"},
+		{"no state file", func(t *testing.T, h *host) {
+			h.run(t, "default", "nostate", partitionOpts{noState: true})
+		}, "default/nostate", "no task state file found"},
+		{"state file without ledger entry", func(t *testing.T, h *host) {
+			h.writeState(t, filepath.Join(h.taskRoot, "default", "lost"), TaskState{ID: "lost", Namespace: "default", ShimPid: 1,
+				Partition: &StateRecord{Owner: "default/lost", Cell: "lost", Ledger: h.cfg.LedgerPath()}})
+		}, "default/lost", "has no entry for it"},
+		{"state file of a create in progress", func(t *testing.T, h *host) {
+			h.writeState(t, filepath.Join(h.taskRoot, "default", "half"), TaskState{ID: "half", Namespace: "default", ShimPid: 1})
+		}, "default/half", "has not created a cell"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t)
+			tc.setup(t, h)
+			parts, _, err := h.view().Partitions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range parts {
+				if p.Owner() != tc.owner {
+					continue
+				}
+				for _, pr := range p.Problems {
+					if strings.Contains(pr, tc.want) {
+						return
+					}
+				}
+				t.Fatalf("%s problems %q, want one containing %q", tc.owner, p.Problems, tc.want)
+			}
+			t.Fatalf("no row for %s in %+v", tc.owner, parts)
+		})
+	}
+}
+
+func TestTasksAreThisConfigsPartitionsOnly(t *testing.T) {
+	h := newHost(t)
+	other := h.cfg
+	other.StateDir = "/elsewhere"
+	h.writeState(t, filepath.Join(h.taskRoot, "default", "mine"), TaskState{ID: "mine", Namespace: "default"})
+	st := TaskState{ID: "theirs", Namespace: "default", Version: stateVersion, Config: other}
+	bundle := filepath.Join(h.taskRoot, "default", "theirs")
+	h.writeState(t, bundle, st)
+	// writeState stamps h.cfg; rewrite with the other configuration.
+	data := strings.Replace(readTestFile(t, filepath.Join(bundle, StateFileName)), h.cfg.StateDir, "/elsewhere", 1)
+	writeTestFile(t, filepath.Join(bundle, StateFileName), data)
+
+	// A pod's pause container runs with runc under the same shim.
+	h.writeState(t, filepath.Join(h.taskRoot, "default", "pause"), TaskState{ID: "pause", Namespace: "default", Kind: KindRunc})
+
+	tasks, errs := h.view().Tasks()
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if len(tasks) != 1 || tasks[0].State.ID != "mine" {
+		t.Fatalf("tasks = %+v, want only mine (not another state_dir's, not a runc container's)", tasks)
+	}
+}
+
+func readTestFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestCorruptStateFileIsAWarningNotAFailure(t *testing.T) {
+	h := newHost(t)
+	h.run(t, "default", "ok", partitionOpts{shimAlive: true})
+	writeTestFile(t, filepath.Join(h.taskRoot, "default", "bad", StateFileName), "{")
+	parts, warns, err := h.view().Partitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 1 || len(warns) != 1 || !strings.Contains(warns[0].Error(), "bad") {
+		t.Fatalf("parts %d, warnings %v; want the good partition and one warning naming the bad file", len(parts), warns)
+	}
+}
+
+func TestFindCellAndStatistics(t *testing.T) {
+	h := newHost(t)
+	h.run(t, "default", "t1", partitionOpts{started: true, shimAlive: true})
+	v := h.view()
+	for _, ref := range []string{"t1", "1"} {
+		c, st, err := v.Statistics(ref)
+		if err != nil {
+			t.Fatalf("Statistics(%q): %v", ref, err)
+		}
+		if c.Name != "t1" || c.ID != 1 {
+			t.Errorf("Statistics(%q) found cell %q id %d", ref, c.Name, c.ID)
+		}
+		if _, ok := st.Total["vmexits_total"]; !ok {
+			t.Errorf("Statistics(%q): no vmexits_total in %v", ref, st.Total)
+		}
+		if _, ok := st.PerCPU[2]; !ok || len(st.PerCPU) != 1 {
+			t.Errorf("Statistics(%q): per-CPU counters for %v, want CPU 2 only", ref, st.PerCPU)
+		}
+	}
+	root, err := v.FindCell("0")
+	if err != nil || root.Name != "qemu-arm64" {
+		t.Errorf("FindCell(0) = %q, %v; want the root cell", root.Name, err)
+	}
+	if _, _, err := v.Statistics("nope"); !errors.Is(err, jailhouse.ErrCellNotFound) {
+		t.Errorf("Statistics(nope) = %v, want ErrCellNotFound", err)
+	}
+}
+
+func TestHypervisorBeforeAnyPartition(t *testing.T) {
+	t.Run("simulator not created", func(t *testing.T) {
+		v := Open(Config{Backend: BackendSim, SimDir: filepath.Join(t.TempDir(), "sim"), StateDir: t.TempDir()}, Options{})
+		on, err := v.Enabled()
+		cells, err2 := v.Cells()
+		if on || err != nil || cells != nil || err2 != nil {
+			t.Fatalf("Enabled %v %v, Cells %v %v; want a disabled, empty host", on, err, cells, err2)
+		}
+		if _, err := os.Stat(v.Config().SimDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("reading created the simulator: %v", err)
+		}
+	})
+	t.Run("no backend", func(t *testing.T) {
+		v := Open(Config{Source: "/etc/runphi/runphi.toml"}, Options{})
+		if _, err := v.Cells(); !errors.Is(err, ErrNoBackend) || !strings.Contains(err.Error(), `set backend = "sim"`) {
+			t.Fatalf("Cells = %v, want ErrNoBackend saying how to select the simulator", err)
+		}
+	})
+	t.Run("jailhouse module not loaded", func(t *testing.T) {
+		v := Open(Config{Backend: BackendJailhouse}, Options{SysfsRoot: filepath.Join(t.TempDir(), "none")})
+		if _, err := v.Cells(); !errors.Is(err, jailhouse.ErrNotLoaded) {
+			t.Fatalf("Cells = %v, want ErrNotLoaded", err)
+		}
+	})
+}
