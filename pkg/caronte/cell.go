@@ -28,7 +28,10 @@ type Cell interface {
 	Destroy(ctx context.Context) error
 	// Console returns the cell's console output, or (nil, nil) if the cell
 	// has none. Caronte calls it once, before Start, so that nothing the
-	// inmate prints while booting is lost. Read blocks until output arrives;
-	// Close must make a pending Read return.
+	// inmate prints while booting is lost. Read blocks until output arrives
+	// (Options.ConsoleMode says otherwise for the hypervisor's ring); Close
+	// must make a pending Read return. If the stream also implements
+	// io.Writer the console is bidirectional: caronte copies the task's
+	// stdin into it.
 	Console() (io.ReadCloser, error)
 }

@@ -1,6 +1,7 @@
 package caronte
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -21,14 +22,19 @@ const chunkSize = 32 << 10
 const closeWait = 500 * time.Millisecond
 
 // pump copies a cell's console stream into the stdout file through a bounded
-// ring. One goroutine reads the console into the ring and never blocks on
-// the FIFO; another writes the ring to the FIFO and may block there when the
-// client's reader stalls. When the ring is full the oldest output is dropped
-// and a marker line takes its place (docs/console.md).
+// ring. One goroutine reads the console into the ring; another writes the
+// ring to the FIFO and may block there when the client's reader is slow.
+// When the ring is full the reader waits for the writer as long as the
+// writer makes progress (so a slow reader loses nothing and the inmate
+// feels backpressure); once a write has been stuck for the stall timeout
+// the oldest output is dropped instead and a marker line takes its place
+// (docs/console.md). The reader never waits on a stalled FIFO.
 type pump struct {
-	src io.ReadCloser // the cell's console; nil if it has none
-	dst *os.File      // stdout; nil means /dev/null
-	log *log.Entry
+	src      io.ReadCloser // the cell's console; nil if it has none
+	dst      *os.File      // stdout; nil means /dev/null
+	log      *log.Entry
+	stall    time.Duration // a write stuck this long is a stalled reader
+	terminal bool          // translate "\n" to "\r\n", as a pty's ONLCR does
 
 	readDone  chan struct{} // closed when readLoop returns (immediately if src is nil)
 	writeDone chan struct{} // closed when writeLoop returns (immediately if dst is nil)
@@ -39,16 +45,21 @@ type pump struct {
 	ring     ring       // console output not yet taken by writeLoop
 	dropped  int64      // bytes dropped since the last marker was taken
 	lastByte byte       // last byte taken from the ring, '\n' before any
-	lastRead time.Time  // when readLoop last got data
+	lastRead time.Time  // when readLoop last got data (or finished waiting for room)
+	pushing  bool       // readLoop is inside push, possibly waiting for room
+	writing  bool       // writeLoop is inside a Write to dst
+	writeAt  time.Time  // when that Write began
 	flushing bool       // no more input will come: writeLoop empties the ring and returns
 	discard  bool       // the writer has stopped: readLoop throws input away
 }
 
-func newPump(src io.ReadCloser, dst *os.File, bufSize int, l *log.Entry) *pump {
+func newPump(src io.ReadCloser, dst *os.File, bufSize int, stall time.Duration, terminal bool, l *log.Entry) *pump {
 	p := &pump{
 		src:       src,
 		dst:       dst,
 		log:       l,
+		stall:     stall,
+		terminal:  terminal,
 		readDone:  make(chan struct{}),
 		writeDone: make(chan struct{}),
 		ring:      ring{max: bufSize},
@@ -92,10 +103,28 @@ func (p *pump) readLoop() {
 	}
 }
 
-// push appends console output to the ring, dropping the oldest bytes when
-// it is full. It never blocks on the FIFO.
+// push appends console output to the ring. When the ring lacks room it
+// waits for the writer while the writer is making progress, and otherwise
+// drops the oldest bytes: it never waits on a stalled FIFO.
 func (p *pump) push(b []byte) {
 	p.mu.Lock()
+	p.lastRead = time.Now()
+	if p.discard {
+		p.mu.Unlock()
+		return
+	}
+	p.pushing = true
+	for !p.discard && !p.flushing && p.ring.n+len(b) > p.ring.max {
+		wait := p.stall
+		if p.writing {
+			wait -= time.Since(p.writeAt)
+		}
+		if wait <= 0 {
+			break // the writer is stuck: drop
+		}
+		p.waitLocked(wait)
+	}
+	p.pushing = false
 	p.lastRead = time.Now()
 	if p.discard {
 		p.mu.Unlock()
@@ -109,6 +138,17 @@ func (p *pump) push(b []byte) {
 	if firstDrop {
 		p.log.WithField("buffer", p.ring.max).Warn("stdout reader is not keeping up, dropping oldest console output")
 	}
+}
+
+// waitLocked waits on cond for at most d. p.mu must be held.
+func (p *pump) waitLocked(d time.Duration) {
+	t := time.AfterFunc(d, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	p.cond.Wait()
+	t.Stop()
 }
 
 // takeLocked fills buf with the next output to write: a drop marker if bytes
@@ -134,6 +174,7 @@ func (p *pump) writeLoop() {
 	defer close(p.writeDone)
 	// Room for a full chunk of data plus a marker.
 	buf := make([]byte, 0, chunkSize+128)
+	var tbuf []byte // terminal translation of buf
 	for {
 		p.mu.Lock()
 		for p.ring.n == 0 && p.dropped == 0 && !p.flushing {
@@ -144,9 +185,18 @@ func (p *pump) writeLoop() {
 			return // flushing and empty
 		}
 		out := p.takeLocked(buf)
+		p.writing, p.writeAt = true, time.Now()
+		p.cond.Broadcast() // room in the ring
 		p.mu.Unlock()
 
+		if p.terminal {
+			tbuf = appendONLCR(tbuf[:0], out)
+			out = tbuf
+		}
 		n, err := p.dst.Write(out)
+		p.mu.Lock()
+		p.writing = false
+		p.mu.Unlock()
 		if err != nil {
 			p.mu.Lock()
 			lost := int64(len(out)-n) + int64(p.ring.n) + p.dropped
@@ -185,7 +235,14 @@ func (p *pump) finish(timeout, idle time.Duration, abort <-chan struct{}) {
 				last = start
 			}
 			wait := idle - time.Since(last)
-			if wait <= 0 {
+			p.mu.Lock()
+			pushing := p.pushing
+			p.mu.Unlock()
+			if pushing {
+				// The reader waits for room in the ring: the console
+				// may hold more, it is not idle.
+				wait = max(wait, idle/4)
+			} else if wait <= 0 {
 				break // idle: the console has nothing more for us
 			}
 			idleTimer := time.NewTimer(wait)
@@ -262,6 +319,22 @@ func (p *pump) stopWriter(timeout time.Duration, abort <-chan struct{}) {
 	p.discard = true
 	p.ring = ring{max: p.ring.max}
 	p.mu.Unlock()
+}
+
+// appendONLCR appends b to dst with every "\n" turned into "\r\n": the
+// output processing (OPOST|ONLCR) a pty gives a serial console, so that a
+// terminal returns to column 0 at each line end.
+func appendONLCR(dst, b []byte) []byte {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return append(dst, b...)
+		}
+		dst = append(dst, b[:i]...)
+		dst = append(dst, '\r', '\n')
+		b = b[i+1:]
+	}
+	return dst
 }
 
 // ring is a FIFO byte queue of at most max bytes that drops its oldest bytes

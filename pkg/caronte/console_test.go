@@ -324,13 +324,15 @@ func TestStalledReaderBoundedWithMarker(t *testing.T) {
 	}
 }
 
-// A cell with no console (Console returns nil) and stdio of /dev/null still
-// exits normally.
+// A cell with no console (Console returns nil) says why in its output and
+// exits normally; with stdio of /dev/null the console is still drained.
 func TestNoConsoleNoStdio(t *testing.T) {
 	cell := newFakeCell()
 	cell.noConsole = true
 	stdio := fifos(t)
-	p := newWithin(t, cell, stdio, fastOptions(), time.Second)
+	opts := fastOptions()
+	opts.NoConsoleReason = `the boot description sets console "none"`
+	p := newWithin(t, cell, stdio, opts, time.Second)
 	stdout := readFIFO(t, stdio.Stdout)
 	if err := p.Start(t.Context()); err != nil {
 		t.Fatal(err)
@@ -339,8 +341,9 @@ func TestNoConsoleNoStdio(t *testing.T) {
 	if e := waitExit(t, p, 5*time.Second); e.Status != 255 {
 		t.Errorf("status = %d, want 255", e.Status)
 	}
-	if got := recvWithin(t, stdout, time.Second, "stdout"); len(got) != 0 {
-		t.Errorf("stdout = %q, want empty", got)
+	want := "[runphi: no console output from this partition: the boot description sets console \"none\"]\n"
+	if got := recvWithin(t, stdout, time.Second, "stdout"); string(got) != want {
+		t.Errorf("stdout = %q, want %q", got, want)
 	}
 
 	// With "" stdio the console is read and thrown away: the inmate never blocks.
@@ -487,7 +490,7 @@ func TestDropMarkerOnItsOwnLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newPump(nil, nil, 64, nil)
+			p := newPump(nil, nil, 64, time.Second, false, nil)
 			buf := make([]byte, 0, 256)
 			p.ring.write([]byte(tt.before))
 			p.takeLocked(buf)

@@ -29,6 +29,7 @@ type fakeCell struct {
 	onShutdown shutdownReply
 	destroyErr error // returned by Destroy while set
 	noConsole  bool
+	console    io.ReadCloser // returned by Console instead of consoleR when set
 
 	consoleR *io.PipeReader
 	consoleW *io.PipeWriter
@@ -100,6 +101,9 @@ func (c *fakeCell) Destroy(ctx context.Context) error {
 func (c *fakeCell) Console() (io.ReadCloser, error) {
 	if c.noConsole {
 		return nil, nil
+	}
+	if c.console != nil {
+		return c.console, nil
 	}
 	return c.consoleR, nil
 }

@@ -3,6 +3,7 @@ package caronte
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +19,22 @@ const (
 	DefaultDrainTimeout  = 2 * time.Second
 	DefaultDrainIdle     = 200 * time.Millisecond
 	DefaultConsoleBuffer = 1 << 20
+	DefaultStallTimeout  = time.Second
+)
+
+// ConsoleMode says what Cell.Console carries (docs/console.md).
+type ConsoleMode int
+
+const (
+	// ConsoleOwn is a stream of the cell's own (the ivshmem console): it
+	// is copied as it is. If the stream also implements io.Writer the
+	// console is bidirectional and stdin is copied into it.
+	ConsoleOwn ConsoleMode = iota
+	// ConsoleHypervisor is the hypervisor's virtual console ring, opened
+	// non-blocking (a read with nothing new returns io.EOF), owned by
+	// this partition: it is polled, the hypervisor's own lines go to the
+	// log instead of stdout, and overruns become a marked line.
+	ConsoleHypervisor
 )
 
 // Options tune a Proxy. The zero value means the defaults. Logging goes to
@@ -39,8 +56,21 @@ type Options struct {
 	// polling period, if it has one.
 	DrainIdle time.Duration
 	// ConsoleBuffer bounds the console output held while the stdout reader
-	// is slow or absent; beyond it the oldest output is dropped.
+	// is slow or absent.
 	ConsoleBuffer int
+	// StallTimeout is how long a write to stdout may stay stuck before the
+	// reader counts as stalled. While the reader makes progress a full
+	// ConsoleBuffer waits for it (the console feels backpressure, nothing
+	// is lost); once it stalls, the oldest output is dropped instead.
+	StallTimeout time.Duration
+	// ConsoleMode says what Cell.Console carries.
+	ConsoleMode ConsoleMode
+	// ConsolePoll is how often a ConsoleHypervisor console is polled.
+	ConsolePoll time.Duration
+	// NoConsoleReason, when the cell has no console, is written to stdout
+	// as one marked line, so that `ctr run` and `kubectl logs` say why
+	// nothing comes.
+	NoConsoleReason string
 	// OnExit is called exactly once with the exit, after the console has
 	// been drained and stdout/stderr closed, and before Wait returns it: the
 	// shim queues /tasks/exit here, so the event is queued before any client
@@ -63,6 +93,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConsoleBuffer <= 0 {
 		o.ConsoleBuffer = DefaultConsoleBuffer
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
+	if o.ConsolePoll <= 0 {
+		o.ConsolePoll = DefaultConsolePoll
 	}
 	return o
 }
@@ -183,6 +219,15 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open cell console: %w", err)
 	}
+	var input io.Writer // the console's input side, if it has one
+	if console != nil {
+		switch p.opts.ConsoleMode {
+		case ConsoleHypervisor:
+			console = newHVConsole(console, p.log, p.opts.ConsolePoll)
+		default:
+			input, _ = console.(io.Writer)
+		}
+	}
 	if err := p.cell.Start(ctx); err != nil {
 		if console != nil {
 			console.Close()
@@ -190,15 +235,34 @@ func (p *Proxy) Start(ctx context.Context) error {
 		return fmt.Errorf("start cell: %w", err)
 	}
 
-	pump := newPump(console, p.stdio.stdout, p.opts.ConsoleBuffer, p.log)
+	pump := newPump(console, p.stdio.stdout, p.opts.ConsoleBuffer, p.opts.StallTimeout, p.stdio.terminal, p.log)
+	if console == nil {
+		reason := p.opts.NoConsoleReason
+		if reason == "" {
+			reason = "the cell has no console"
+		}
+		p.log.WithField("reason", reason).Info("partition has no console")
+		pump.push(fmt.Appendf(nil, "[runphi: no console output from this partition: %s]\n", reason))
+	}
 	p.mu.Lock()
 	p.phase = phaseRunning
 	p.pump = pump
 	p.mu.Unlock()
 	pump.start()
+	if in := p.stdio.stdin; in != nil {
+		go copyStdin(in, input, p.log)
+	}
 	p.wg.Go(p.watch)
 	p.log.Info("partition started")
 	return nil
+}
+
+// CloseStdin closes the task's stdin (CloseIO): the client has no more
+// input. The partition keeps running. It is idempotent.
+func (p *Proxy) CloseStdin() error {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	return p.stdio.closeStdin()
 }
 
 // Wait blocks until the partition has exited and returns its Exit; every

@@ -3,12 +3,14 @@ package caronte
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
 	"syscall"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 )
 
 // IO names the task's stdio as CreateTaskRequest carries it. Each field is a
@@ -16,8 +18,11 @@ import (
 // /dev/null.
 type IO struct {
 	Stdin, Stdout, Stderr string
-	// Terminal asks for a pty. Until ptys are implemented the console goes
-	// to Stdout as plain output.
+	// Terminal asks for a pty (ctr run -t, CRI tty: true). The console
+	// then behaves as a serial line on a pty with raw input and ONLCR
+	// output processing: stdin bytes reach the inmate unchanged, and each
+	// "\n" of the inmate's output reaches the client as "\r\n"
+	// (docs/console.md, "Terminal").
 	Terminal bool
 }
 
@@ -25,14 +30,15 @@ type IO struct {
 // The files are opened so that no open, write or close can block forever:
 // see openInput and openOutput.
 type stdio struct {
-	stdin  *os.File
-	stdout *os.File
-	stderr *os.File
+	stdin    *os.File
+	stdout   *os.File
+	stderr   *os.File
+	terminal bool
 }
 
 // openStdio opens all three stdio paths, or none.
 func openStdio(io IO) (_ *stdio, retErr error) {
-	s := &stdio{}
+	s := &stdio{terminal: io.Terminal}
 	defer func() {
 		if retErr != nil {
 			s.closeAll()
@@ -66,16 +72,52 @@ func (s *stdio) closeOutputs() error {
 	return errors.Join(errs...)
 }
 
-// closeAll closes every file. It is idempotent.
-func (s *stdio) closeAll() error {
-	err := s.closeOutputs()
-	if s.stdin != nil {
-		if cerr := s.stdin.Close(); cerr != nil && !errors.Is(cerr, os.ErrClosed) {
-			err = errors.Join(err, cerr)
-		}
-		s.stdin = nil
+// closeStdin closes stdin, ending its copier. It is idempotent.
+func (s *stdio) closeStdin() error {
+	if s.stdin == nil {
+		return nil
+	}
+	err := s.stdin.Close()
+	s.stdin = nil
+	if errors.Is(err, os.ErrClosed) {
+		return nil
 	}
 	return err
+}
+
+// closeAll closes every file. It is idempotent.
+func (s *stdio) closeAll() error {
+	return errors.Join(s.closeOutputs(), s.closeStdin())
+}
+
+// copyStdin copies the task's stdin into the console's input until stdin
+// is closed (CloseIO, Close) or the inmate stops taking input. Without a
+// console input (an output-only console, or none) stdin is read and
+// thrown away, so a client writing to it never blocks; that is logged once.
+func copyStdin(in *os.File, console io.Writer, l *log.Entry) {
+	buf := make([]byte, chunkSize)
+	warned := false
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if console == nil {
+				if !warned {
+					l.Info("stdin ignored: this partition's console takes no input")
+					warned = true
+				}
+			} else if _, werr := console.Write(buf[:n]); werr != nil {
+				l.WithError(werr).Debug("console input closed, no more stdin for the inmate")
+				console = nil
+				warned = true
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
+				l.WithError(err).Warn("read stdin")
+			}
+			return
+		}
+	}
 }
 
 // stdioPath returns the file path of a stdio name and whether it is a
@@ -99,10 +141,13 @@ func stdioPath(name string) (path string, isFile bool, err error) {
 	}
 }
 
-// openInput opens the stdin FIFO read-only and non-blocking: a blocking open
-// waits for a writer, and a client that never opens its end would hang Create
-// forever (containerd#2551). Caronte does not read it yet (inmates take no
-// input); holding the fd keeps the client's writes from failing with EPIPE.
+// openInput opens stdin without ever blocking: a blocking open of a FIFO
+// waits for a writer, and a client that never opens its end would hang
+// Create forever (containerd#2551). A FIFO is opened O_RDWR, so caronte is
+// a writer too: a read waits for data instead of returning EOF before the
+// client opened its end or between its writers, and the end of input is
+// CloseIO, as containerd signals it. O_NONBLOCK puts the fd in Go's
+// poller, so Close wakes a pending read. Anything else is read as it is.
 func openInput(name string) (*os.File, error) {
 	if name == "" {
 		return nil, nil
@@ -111,7 +156,11 @@ func openInput(name string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	flag := os.O_RDONLY
+	if fi, serr := os.Stat(path); serr == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(path, flag|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	}
