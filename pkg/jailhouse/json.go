@@ -694,7 +694,8 @@ func jsonError(data []byte, err error) error {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		e.Offset = syn.Offset
+		// The json package counts the offending byte as read.
+		e.Offset = max(syn.Offset-1, 0)
 		e.Detail = syn.Error()
 	case errors.As(err, &typ) && typ.Type == valueError:
 		e.Field, e.Err, e.Detail = fieldPath(typ.Field), ErrInvalidValue, typ.Value
