@@ -284,6 +284,9 @@ func (d *Device) Statistics(name string) (CellStatistics, error) {
 	return ReadStatistics(d.sysfsRoot, info.ID)
 }
 
+// Pools returns the hypervisor's page pool usage from sysfs.
+func (d *Device) Pools() (Pools, error) { return ReadPools(d.sysfsRoot) }
+
 // OpenConsole opens the hypervisor console ring on a descriptor of its own
 // (the driver keeps one read position per open file, starting at the
 // oldest byte still in the ring).

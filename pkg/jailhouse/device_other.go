@@ -43,4 +43,5 @@ func (*Device) Cell(string) (CellInfo, error)   { return CellInfo{}, errNoDevice
 func (*Device) Statistics(string) (CellStatistics, error) {
 	return CellStatistics{}, errNoDevice
 }
+func (*Device) Pools() (Pools, error)                   { return Pools{}, errNoDevice }
 func (*Device) OpenConsole(bool) (io.ReadCloser, error) { return nil, errNoDevice }

@@ -314,6 +314,45 @@ func readStatDir(dir string) (map[string]uint64, []string, error) {
 	return counters, subdirs, nil
 }
 
+// Pools is the hypervisor's page accounting under <sysfsRoot>: the
+// mem_pool_* and remap_pool_* files, in pages (jailhouse-abi §4). The driver
+// reports zeros while Jailhouse is disabled.
+type Pools struct {
+	MemSize   uint64 // mem_pool_size: pages of hypervisor memory for its own allocations
+	MemUsed   uint64 // mem_pool_used
+	RemapSize uint64 // remap_pool_size: pages of hypervisor virtual address space for mappings
+	RemapUsed uint64 // remap_pool_used
+}
+
+// ReadPools reads the four pool files. It returns ErrNotLoaded when the
+// root directory does not exist; a file that is missing or not a decimal
+// count is an error naming it.
+func ReadPools(sysfsRoot string) (Pools, error) {
+	if err := checkLoaded(sysfsRoot); err != nil {
+		return Pools{}, err
+	}
+	var p Pools
+	for _, f := range []struct {
+		name string
+		dst  *uint64
+	}{
+		{"mem_pool_size", &p.MemSize},
+		{"mem_pool_used", &p.MemUsed},
+		{"remap_pool_size", &p.RemapSize},
+		{"remap_pool_used", &p.RemapUsed},
+	} {
+		path := filepath.Join(sysfsRoot, f.name)
+		text, err := readSysfsFile(path)
+		if err != nil {
+			return Pools{}, err
+		}
+		if *f.dst, err = strconv.ParseUint(text, 10, 64); err != nil {
+			return Pools{}, fmt.Errorf("%s: %q is not a decimal page count", path, text)
+		}
+	}
+	return p, nil
+}
+
 func cellDir(sysfsRoot string, id int) string {
 	return filepath.Join(sysfsRoot, "cells", strconv.Itoa(id))
 }
