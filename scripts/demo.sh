@@ -53,6 +53,19 @@ kill_shims() {
 	done
 }
 
+# delete_leftover_tasks runs the shim's own `delete` (what containerd runs
+# after a shim died) for every bundle still on disk, so a partition whose shim
+# had to be killed is destroyed and its resources freed.
+delete_leftover_tasks() {
+	local b ns id
+	for b in "$W"/state/io.containerd.runtime.v2.task/*/*; do
+		[ -d "$b" ] || continue
+		id=${b##*/}; ns=${b%/*}; ns=${ns##*/}
+		(cd "$b" && RUNPHI_CONFIG="$W/runphi.toml" "$RBIN/containerd-shim-runphi-v2" \
+			-namespace "$ns" -address "$SOCK" -id "$id" -bundle "$b" delete >/dev/null 2>&1)
+	done
+}
+
 CPID=
 cleanup() {
 	local rc=$?
@@ -72,6 +85,7 @@ cleanup() {
 		wait "$CPID" 2>/dev/null
 	fi
 	kill_shims
+	delete_leftover_tasks
 	unmount_under "$W"
 	[ "$rc" = 0 ] || echo "demo: failed (exit $rc); containerd log: $W/containerd.log" >&2
 	exit "$rc"
@@ -132,7 +146,9 @@ trap 'exit 130' INT TERM
 say "starting containerd $VER (private: $W)"
 # The shim is found on the daemon's PATH; a 2.x daemon must also find its own
 # runc shim before Debian's, hence its directory first.
-env PATH="$CBIN:$RBIN:$PATH" RUNPHI_CONFIG="$W/runphi.toml" \
+# setsid: a Ctrl-C on this script must not reach the daemon before the
+# cleanup has asked it to remove the tasks.
+setsid env PATH="$CBIN:$RBIN:$PATH" RUNPHI_CONFIG="$W/runphi.toml" \
 	"$CBIN/containerd" --config "$W/config.toml" >"$W/containerd.log" 2>&1 &
 CPID=$!
 echo "$CPID" >"$W/containerd.pid"
