@@ -91,6 +91,10 @@ type BootDescription struct {
 	Netconf string
 	// CommRegion is comm_region: "passive" (default) or "active".
 	CommRegion CommRegionMode
+	// Cell is cell: the image path of a prebuilt cell configuration
+	// (.cell) to use instead of a generated one, accepted only inside what
+	// the allocator may grant (prebuilt.go); "" to generate the cell.
+	Cell string
 
 	// Unknown holds keys this version does not know, kept verbatim and
 	// ignored. The caller logs their names (UnknownKeys).
@@ -256,6 +260,8 @@ func ParseBootDescription(file string, data []byte) (*BootDescription, error) {
 			err = decodeString(v, &d.Ramdisk)
 		case "netconf":
 			err = decodeString(v, &d.Netconf)
+		case "cell":
+			err = decodeString(v, &d.Cell)
 		case "comm_region":
 			var s string
 			if err = decodeString(v, &s); err == nil {
@@ -299,6 +305,7 @@ func (d *BootDescription) paths() []pathKey {
 	all := []pathKey{
 		{"inmate", &d.Inmate}, {"kernel", &d.Kernel}, {"dtb", &d.DTB},
 		{"cpio", &d.CPIO}, {"initrd", &d.Initrd}, {"ramdisk", &d.Ramdisk},
+		{"cell", &d.Cell},
 	}
 	var set []pathKey
 	for _, p := range all {

@@ -2,7 +2,7 @@ package partition
 
 import (
 	"bytes"
-	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,13 +17,15 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/runphi/runphi/pkg/jailhouse"
 )
 
-// ledgerVersion is the version of the ledger file format.
-const ledgerVersion = 1
+// ledgerVersion is the version of the ledger file format this package
+// writes; version 1 (CPUs and RAM only) is still read.
+const ledgerVersion = 2
 
 // Ledger is the node-wide record of what every partition holds: one JSON
 // file shared by every shim process on the node. Every operation takes an
@@ -32,21 +34,13 @@ const ledgerVersion = 1
 // shims never double-allocate and a crash never leaves a torn file. A Ledger
 // value holds no open file and is safe for concurrent use; several values
 // (or processes) on one path coordinate through the lock.
+//
+// Next to the file, the directory "cells" keeps the binary configuration of
+// every live partition's cell (<cell>.cell), for operators (`runphi config
+// inspect`) and for the cross-cell checks of later creations; it goes with
+// the entry.
 type Ledger struct {
 	path string
-}
-
-// Allocation is what one partition holds.
-type Allocation struct {
-	// Owner is "<namespace>/<container id>".
-	Owner string `json:"owner"`
-	// Cell is the Jailhouse cell name (CellName, or its hashed form when
-	// another owner already has that name).
-	Cell string `json:"cell"`
-	// CPUs are the partition's CPUs, ascending.
-	CPUs []int `json:"cpus"`
-	// RAM are the physical RAM blocks of the partition (one today).
-	RAM []Range `json:"ram"`
 }
 
 // Entry is one ledger record.
@@ -56,29 +50,17 @@ type Entry struct {
 	Board string `json:"board"`
 	// Created is when the allocation was made.
 	Created time.Time `json:"created"`
-	// PID is the process that made it, for diagnostics and for reclaiming
-	// entries of dead shims later.
-	PID int `json:"pid,omitempty"`
+	// PID is the process that made it (the owner shim) and PIDStart its
+	// start time in clock ticks since boot (/proc/<pid>/stat field 22), so
+	// that a reused pid is not mistaken for the owner.
+	PID      int    `json:"pid,omitempty"`
+	PIDStart uint64 `json:"pid_start,omitempty"`
 }
 
 type ledgerFile struct {
 	Version int     `json:"version"`
 	Entries []Entry `json:"entries"`
 }
-
-// ExhaustedError says which resource ran out and how much was asked versus
-// free. It matches errdefs.ErrResourceExhausted.
-type ExhaustedError struct {
-	// Resource is "cpu" or "memory".
-	Resource string
-	// Detail says what was asked and what is free.
-	Detail string
-}
-
-func (e *ExhaustedError) Error() string { return e.Resource + ": " + e.Detail }
-
-// Unwrap returns errdefs.ErrResourceExhausted.
-func (e *ExhaustedError) Unwrap() error { return errdefs.ErrResourceExhausted }
 
 // OpenLedger returns the ledger stored at path. Nothing is touched until the
 // first operation; a missing file is an empty ledger. The directory is
@@ -88,14 +70,29 @@ func OpenLedger(path string) *Ledger { return &Ledger{path: path} }
 // Path returns the ledger file's path.
 func (l *Ledger) Path() string { return l.path }
 
-// Allocate reserves CPUs and RAM for owner on board b, all or nothing:
-// CPUs first-fit from the board's partition CPUs not held by any entry (or
-// exactly req.CPUs), RAM first-fit over the pool, aligned to the granule,
-// in a block no entry holds. It fails with errdefs.ErrAlreadyExists if owner
-// already holds an allocation, with an *ExhaustedError
-// (errdefs.ErrResourceExhausted) when the board has not enough left, and
-// with errdefs.ErrInvalidArgument for a request no board could satisfy.
-func (l *Ledger) Allocate(owner string, b *Board, req Request) (Allocation, error) {
+// ConfigPath returns where the configuration of the live cell named cell is
+// kept.
+func (l *Ledger) ConfigPath(cell string) string {
+	return filepath.Join(filepath.Dir(l.path), "cells", cell+".cell")
+}
+
+// Allocate reserves the resources of req for owner on board b, all or
+// nothing (allocate.go says how each resource is chosen), and records them
+// with this process as the owner shim. It fails with errdefs.ErrAlreadyExists
+// if owner already holds an allocation, with an *ExhaustedError
+// (errdefs.ErrResourceExhausted) when the board has not enough left, with
+// errdefs.ErrInvalidArgument for a request no board could satisfy, and with
+// errdefs.ErrPermissionDenied for a prebuilt cell reaching outside what
+// partitions may have.
+//
+// With a driver, every allocation first heals the ledger against the
+// hypervisor: an entry whose cell does not exist and whose owner process is
+// gone is reclaimed (its shim died between allocating and creating the cell,
+// or after destroying it), and a cell the ledger does not know is logged and
+// its CPUs (from sysfs), and the RAM, interrupts and links of its saved
+// configuration if runphi created it, count as taken. The RAM of a foreign
+// cell is not visible in sysfs: the pools are runphi's alone.
+func (l *Ledger) Allocate(ctx context.Context, d jailhouse.Driver, owner string, b *Board, req Request) (Allocation, error) {
 	ns, id, ok := strings.Cut(owner, "/")
 	if !ok || ns == "" || id == "" {
 		return Allocation{}, fmt.Errorf("ledger: owner %q is not <namespace>/<container id>: %w", owner, errdefs.ErrInvalidArgument)
@@ -108,21 +105,30 @@ func (l *Ledger) Allocate(owner string, b *Board, req Request) (Allocation, erro
 					owner, e.Cell, jailhouse.FormatCPUList(e.CPUs), formatRanges(e.RAM), errdefs.ErrAlreadyExists)
 			}
 		}
-		name, err := freeCellName(f.Entries, ns, id)
-		if err != nil {
-			return false, err
+		healed, foreign := l.heal(ctx, d, f)
+		h := newHoldings()
+		for i := range f.Entries {
+			h.add(&f.Entries[i].Allocation)
 		}
-		cpus, err := allocateCPUs(f.Entries, b, req)
-		if err != nil {
-			return false, err
+		var foreignNames []string
+		for _, c := range foreign {
+			foreignNames = append(foreignNames, c.info.Name)
+			c.hold(h)
 		}
-		ram, err := allocateRAM(f.Entries, b, req.Memory)
+		name, err := freeCellName(f.Entries, foreignNames, ns, id)
 		if err != nil {
-			return false, err
+			return healed, err
 		}
-		a = Allocation{Owner: owner, Cell: name, CPUs: cpus, RAM: []Range{ram}}
+		got, err := b.allocate(h, f.Entries, owner, req)
+		if err != nil {
+			return healed, err
+		}
+		got.Owner, got.Cell = owner, name
+		a = got
+		pid := os.Getpid()
+		start, _ := processStart(pid)
 		f.Entries = append(f.Entries, Entry{
-			Allocation: a, Board: b.Name, Created: time.Now().UTC(), PID: os.Getpid(),
+			Allocation: a, Board: b.Name, Created: time.Now().UTC(), PID: pid, PIDStart: start,
 		})
 		return true, nil
 	})
@@ -132,14 +138,142 @@ func (l *Ledger) Allocate(owner string, b *Board, req Request) (Allocation, erro
 	return a, nil
 }
 
-// Release drops owner's entry. Releasing an owner without an entry is not an
-// error, so Release may be repeated after a crash.
+// foreignCell is a cell in the hypervisor that no ledger entry names.
+type foreignCell struct {
+	info jailhouse.CellInfo
+	// config is its saved configuration, when runphi created it and lost
+	// the entry; nil otherwise.
+	config *jailhouse.Cell
+}
+
+// hold marks what the cell is known to hold as taken.
+func (c foreignCell) hold(h *holdings) {
+	holder := fmt.Sprintf("cell %q (id %d, not in the ledger)", c.info.Name, c.info.ID)
+	for _, cpu := range c.info.CPUs {
+		h.cpus[cpu] = holder
+	}
+	if c.config == nil {
+		return
+	}
+	for _, cpu := range c.config.CPUs() {
+		h.cpus[cpu] = holder
+	}
+	for _, m := range c.config.MemoryRegions {
+		if m.Size != 0 && m.Flags&(jailhouse.MemIO|jailhouse.MemCommRegion) == 0 {
+			h.ram = append(h.ram, heldRange{memRange(m), holder})
+		}
+	}
+	for _, ic := range c.config.IRQChips {
+		for w, bits := range ic.PinBitmap {
+			for i := range uint32(32) {
+				if bits&(1<<i) != 0 {
+					h.pins[ic.PinBase+uint32(w)*32+i] = holder
+				}
+			}
+		}
+	}
+	for _, p := range c.config.PCIDevices {
+		h.devices[int(p.BDF>>3)] = holder
+	}
+}
+
+// heal reclaims the entries of partitions that are gone and returns the
+// cells the ledger does not know. It reports whether it changed f. Without
+// a driver, or when the hypervisor cannot be read, it changes nothing.
+func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (bool, []foreignCell) {
+	if d == nil {
+		return false, nil
+	}
+	logger := log.G(ctx)
+	cells, err := d.Cells()
+	if err != nil && !errors.Is(err, jailhouse.ErrNotLoaded) {
+		logger.WithError(err).Warn("ledger: cannot list the hypervisor's cells; not reclaiming entries this time")
+		return false, nil
+	}
+	live := map[string]bool{}
+	for _, c := range cells {
+		if c.ID != 0 {
+			live[c.Name] = true
+		}
+	}
+	changed := false
+	kept := f.Entries[:0]
+	for _, e := range f.Entries {
+		if !live[e.Cell] && !processAlive(e.PID, e.PIDStart) {
+			logger.WithField("owner", e.Owner).WithField("cell", e.Cell).WithField("pid", e.PID).
+				WithField("cpus", jailhouse.FormatCPUList(e.CPUs)).WithField("ram", formatRanges(e.RAM)).
+				Warn("ledger: reclaiming the entry of a partition whose cell and owner shim are both gone")
+			l.removeConfig(e.Cell)
+			changed = true
+			continue
+		}
+		kept = append(kept, e)
+	}
+	f.Entries = kept
+
+	known := map[string]bool{}
+	for _, e := range f.Entries {
+		known[e.Cell] = true
+	}
+	var foreign []foreignCell
+	for _, c := range cells {
+		if c.ID == 0 || known[c.Name] {
+			continue
+		}
+		fc := foreignCell{info: c}
+		if data, err := os.ReadFile(l.ConfigPath(c.Name)); err == nil {
+			if cfg, err := jailhouse.DecodeCell(data); err == nil && cfg.Name == c.Name {
+				fc.config = cfg
+			}
+		}
+		logger.WithField("cell", c.Name).WithField("cell_id", c.ID).WithField("cpus", jailhouse.FormatCPUList(c.CPUs)).
+			WithField("config_known", fc.config != nil).
+			Warn("ledger: the hypervisor has a cell the ledger does not know; treating its CPUs (and its RAM, if its configuration is known) as taken")
+		foreign = append(foreign, fc)
+	}
+	return changed, foreign
+}
+
+// Release drops owner's entry and its saved cell configuration. Releasing
+// an owner without an entry is not an error, so Release may be repeated
+// after a crash.
 func (l *Ledger) Release(owner string) error {
 	return l.update(func(f *ledgerFile) (bool, error) {
 		n := len(f.Entries)
-		f.Entries = slices.DeleteFunc(f.Entries, func(e Entry) bool { return e.Owner == owner })
+		f.Entries = slices.DeleteFunc(f.Entries, func(e Entry) bool {
+			if e.Owner == owner {
+				l.removeConfig(e.Cell)
+				return true
+			}
+			return false
+		})
 		return len(f.Entries) != n, nil
 	})
+}
+
+// SaveConfig keeps the configuration of owner's cell at ConfigPath, written
+// atomically. The entry must exist; the file goes when the entry goes.
+func (l *Ledger) SaveConfig(owner string, config []byte) error {
+	return l.locked(unix.LOCK_EX, func() error {
+		f, err := l.read()
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(f.Entries, func(e Entry) bool { return e.Owner == owner })
+		if i < 0 {
+			return fmt.Errorf("ledger %s: no entry for %s: %w", l.path, owner, errdefs.ErrNotFound)
+		}
+		p := l.ConfigPath(f.Entries[i].Cell)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return fmt.Errorf("ledger %s: %w", l.path, err)
+		}
+		return writeFileAtomic(p, config)
+	})
+}
+
+// removeConfig removes a cell's saved configuration; a missing file is fine.
+func (l *Ledger) removeConfig(cell string) {
+	_ = os.Remove(l.ConfigPath(cell))
 }
 
 // Entries returns every entry, in allocation order.
@@ -168,7 +302,8 @@ func (l *Ledger) Lookup(owner string) (e Entry, found bool, err error) {
 }
 
 // update runs fn on the ledger under the exclusive lock and writes the
-// result back if fn reports a change.
+// result back if fn reports a change, even when fn also fails (a heal that
+// reclaimed entries before the allocation failed is kept).
 func (l *Ledger) update(fn func(*ledgerFile) (bool, error)) error {
 	return l.locked(unix.LOCK_EX, func() error {
 		f, err := l.read()
@@ -176,10 +311,12 @@ func (l *Ledger) update(fn func(*ledgerFile) (bool, error)) error {
 			return err
 		}
 		changed, err := fn(&f)
-		if err != nil || !changed {
-			return err
+		if changed {
+			if werr := l.write(f); werr != nil && err == nil {
+				err = werr
+			}
 		}
-		return l.write(f)
+		return err
 	})
 }
 
@@ -221,8 +358,8 @@ func (l *Ledger) read() (ledgerFile, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return ledgerFile{}, fmt.Errorf("ledger %s: %v: %w", l.path, jsonError(data, err), errdefs.ErrFailedPrecondition)
 	}
-	if f.Version != ledgerVersion {
-		return ledgerFile{}, fmt.Errorf("ledger %s: version %d, this runphi reads version %d: %w",
+	if f.Version != 1 && f.Version != ledgerVersion {
+		return ledgerFile{}, fmt.Errorf("ledger %s: version %d, this runphi reads versions 1 and %d: %w",
 			l.path, f.Version, ledgerVersion, errdefs.ErrFailedPrecondition)
 	}
 	return f, nil
@@ -239,26 +376,34 @@ func (l *Ledger) write(f ledgerFile) error {
 	if err != nil {
 		return fmt.Errorf("ledger %s: %w", l.path, err)
 	}
-	data = append(data, '\n')
-	dir := filepath.Dir(l.path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(l.path)+".*.tmp")
-	if err != nil {
+	if err := writeFileAtomic(l.path, append(data, '\n')); err != nil {
 		return fmt.Errorf("ledger %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path with data: a temporary file in the same
+// directory, fsynced, renamed over path, and the directory fsynced.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename this is a no-op
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("ledger %s: write: %w", l.path, err)
+		return fmt.Errorf("write: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("ledger %s: fsync: %w", l.path, err)
+		return fmt.Errorf("fsync: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("ledger %s: %w", l.path, err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), l.path); err != nil {
-		return fmt.Errorf("ledger %s: %w", l.path, err)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
 	}
 	if d, err := os.Open(dir); err == nil {
 		// Make the rename itself durable.
@@ -268,91 +413,40 @@ func (l *Ledger) write(f ledgerFile) error {
 	return nil
 }
 
-// allocateCPUs picks the request's CPUs among the board's partition CPUs no
-// entry holds.
-func allocateCPUs(entries []Entry, b *Board, req Request) ([]int, error) {
-	holder := map[int]string{}
-	for _, e := range entries {
-		for _, c := range e.CPUs {
-			holder[c] = e.Owner
-		}
+// processStart returns the start time of process pid in clock ticks since
+// boot (field 22 of /proc/<pid>/stat), and false when the process does not
+// exist or is a zombie: a dead shim its parent has not reaped yet.
+func processStart(pid int) (uint64, bool) {
+	if pid <= 0 {
+		return 0, false
 	}
-	if req.CPUs != nil {
-		for _, c := range req.CPUs {
-			if !slices.Contains(b.PartitionCPUs, c) {
-				return nil, fmt.Errorf("cpu: CPU %d is not available to partitions on board %s (partitions may use %s): %w",
-					c, b.Name, jailhouse.FormatCPUList(b.PartitionCPUs), errdefs.ErrInvalidArgument)
-			}
-		}
-		for _, c := range req.CPUs {
-			if o, held := holder[c]; held {
-				return nil, &ExhaustedError{Resource: "cpu", Detail: fmt.Sprintf("asked CPUs %s, CPU %d is held by %s",
-					jailhouse.FormatCPUList(req.CPUs), c, o)}
-			}
-		}
-		return slices.Clone(req.CPUs), nil
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
 	}
-	if req.NumCPUs < 1 {
-		return nil, fmt.Errorf("cpu: asked %d CPUs, want at least 1: %w", req.NumCPUs, errdefs.ErrInvalidArgument)
+	// The command name (field 2) is in parentheses and may hold spaces and
+	// parentheses itself: fields start after the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, false
 	}
-	var free []int
-	for _, c := range b.PartitionCPUs {
-		if _, held := holder[c]; !held {
-			free = append(free, c)
-		}
+	fields := strings.Fields(string(data[i+1:]))
+	// fields[0] is field 3 (state), so field 22 is fields[19].
+	if len(fields) < 20 || fields[0] == "Z" || fields[0] == "X" {
+		return 0, false
 	}
-	if len(free) < req.NumCPUs {
-		return nil, &ExhaustedError{Resource: "cpu", Detail: fmt.Sprintf("asked %d CPUs, %d free (%s) of partition CPUs %s",
-			req.NumCPUs, len(free), jailhouse.FormatCPUList(free), jailhouse.FormatCPUList(b.PartitionCPUs))}
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return 0, false
 	}
-	return free[:req.NumCPUs], nil
+	return start, true
 }
 
-// allocateRAM finds the first granule-aligned block of size bytes in the
-// pool that overlaps no entry's RAM.
-func allocateRAM(entries []Entry, b *Board, size uint64) (Range, error) {
-	if size == 0 {
-		return Range{}, fmt.Errorf("memory: asked 0 bytes: %w", errdefs.ErrInvalidArgument)
-	}
-	size = alignUp(size, b.Granule)
-	var largest uint64
-	for _, gap := range freeRanges(entries, b.Pool) {
-		start := alignUp(gap.Start, b.Granule)
-		if start >= gap.End {
-			continue
-		}
-		if start+size <= gap.End && start+size > start {
-			return Range{start, start + size}, nil
-		}
-		largest = max(largest, gap.End-start)
-	}
-	return Range{}, &ExhaustedError{Resource: "memory", Detail: fmt.Sprintf("asked %s, largest free block %s in pool %s",
-		formatSize(size), formatSize(largest), b.Pool)}
-}
-
-// freeRanges returns the parts of pool no entry holds, ascending.
-func freeRanges(entries []Entry, pool Range) []Range {
-	var held []Range
-	for _, e := range entries {
-		for _, r := range e.RAM {
-			if r.Overlaps(pool) {
-				held = append(held, r)
-			}
-		}
-	}
-	slices.SortFunc(held, func(a, b Range) int { return cmp.Compare(a.Start, b.Start) })
-	var free []Range
-	at := pool.Start
-	for _, h := range held {
-		if h.Start > at {
-			free = append(free, Range{at, min(h.Start, pool.End)})
-		}
-		at = max(at, h.End)
-	}
-	if at < pool.End {
-		free = append(free, Range{at, pool.End})
-	}
-	return free
+// processAlive reports whether the process that made an entry still runs:
+// pid exists, is not a zombie, and (when recorded) started at start.
+func processAlive(pid int, start uint64) bool {
+	now, ok := processStart(pid)
+	return ok && (start == 0 || now == start)
 }
 
 // formatSize renders a byte count in the largest binary unit that divides
@@ -402,10 +496,11 @@ func hashedCellName(namespace, id string) string {
 }
 
 // freeCellName picks the cell name for a new entry: CellName, or the hashed
-// form if another entry already uses that name.
-func freeCellName(entries []Entry, namespace, id string) (string, error) {
+// form if another entry, or a cell the ledger does not know, already uses
+// that name.
+func freeCellName(entries []Entry, foreign []string, namespace, id string) (string, error) {
 	taken := func(n string) bool {
-		return slices.ContainsFunc(entries, func(e Entry) bool { return e.Cell == n })
+		return slices.Contains(foreign, n) || slices.ContainsFunc(entries, func(e Entry) bool { return e.Cell == n })
 	}
 	name := CellName(namespace, id)
 	if !taken(name) {

@@ -1,6 +1,7 @@
 package partition
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,7 +23,7 @@ func newLedger(t *testing.T) *Ledger {
 
 func mustAllocate(t *testing.T, l *Ledger, owner string, b *Board, req Request) Allocation {
 	t.Helper()
-	a, err := l.Allocate(owner, b, req)
+	a, err := l.Allocate(context.Background(), nil, owner, b, req)
 	if err != nil {
 		t.Fatalf("Allocate(%s, %+v): %v", owner, req, err)
 	}
@@ -159,7 +160,7 @@ func TestLedgerExhaustion(t *testing.T) {
 			for i, r := range tt.before {
 				mustAllocate(t, l, fmt.Sprintf("default/before%d", i), b, r)
 			}
-			_, err := l.Allocate("default/new", b, tt.req)
+			_, err := l.Allocate(context.Background(), nil, "default/new", b, tt.req)
 			if err == nil {
 				t.Fatal("Allocate succeeded")
 			}
@@ -203,7 +204,7 @@ func TestLedgerRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := l.Allocate(tt.owner, b, tt.req)
+			_, err := l.Allocate(context.Background(), nil, tt.owner, b, tt.req)
 			if err == nil || !tt.is(err) {
 				t.Errorf("Allocate: %v", err)
 			}
@@ -278,7 +279,7 @@ func TestLedgerConcurrentAllocations(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			l := OpenLedger(path) // a value per goroutine, like separate shims
-			a, err := l.Allocate(fmt.Sprintf("ns/c%d", i), b, Request{NumCPUs: 1, Memory: 8 * mib})
+			a, err := l.Allocate(context.Background(), nil, fmt.Sprintf("ns/c%d", i), b, Request{NumCPUs: 1, Memory: 8 * mib})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

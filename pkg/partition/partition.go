@@ -110,24 +110,31 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	case desc.RPUReq:
 		return nil, notImplemented(desc, "rpu_req", "RPU partitions arrive with issue 6")
 	}
-	if desc.NetEnabled {
-		logger.WithField("net", desc.Net).Debug("boot description asks for networking; partitions have none yet")
-	}
-
 	req, err := RequestFromSpec(o.Spec, o.Board)
 	if err != nil {
 		return nil, err
 	}
-	// Check the fit in the cell's address space before taking anything.
-	if err := checkAddressSpace(o.Board, req.Memory, desc); err != nil {
-		return nil, err
+	var prebuilt *jailhouse.Cell
+	if desc.Cell != "" {
+		if prebuilt, req, err = prebuiltRequest(root, o.Board, desc, req); err != nil {
+			return nil, err
+		}
+	} else {
+		if req.Net, err = resolveNetwork(ctx, o.Board, req, desc); err != nil {
+			return nil, err
+		}
+		req.Loader = o.Board.LoaderArea > 0 && LoadAddress(o.Board, desc) != 0
+		// Check the fit in the cell's address space before taking anything.
+		if err := checkAddressSpace(o.Board, req.Memory, desc, req.Net, req.Loader); err != nil {
+			return nil, err
+		}
 	}
-	payload, err := readPayload(root, desc, req.Memory)
+	payload, err := readPayload(root, desc, payloadLimit(req, prebuilt))
 	if err != nil {
 		return nil, err
 	}
 
-	alloc, err := o.Ledger.Allocate(owner, o.Board, req)
+	alloc, err := o.Ledger.Allocate(ctx, o.Driver, owner, o.Board, req)
 	if err != nil {
 		return nil, fmt.Errorf("allocate partition for %s: %w", owner, err)
 	}
@@ -140,11 +147,20 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	}()
 	logger = logger.WithField("cell", alloc.Cell)
 
-	cell, err := Plan(o.Board, req, desc, alloc)
-	if err != nil {
+	var cell *jailhouse.Cell
+	load := LoadAddress(o.Board, desc)
+	if prebuilt != nil {
+		cell = prebuilt
+		cell.Name = alloc.Cell
+		if !desc.HasStartingVAddress {
+			load = cell.CPUResetAddress
+		}
+	} else if cell, err = Plan(o.Board, req, desc, alloc); err != nil {
 		return nil, err
 	}
-	load := LoadAddress(o.Board, desc)
+	if err := checkCell(o.Board, o.Ledger, owner, cell); err != nil {
+		return nil, err
+	}
 	if err := checkImage(cell, desc, load, len(payload)); err != nil {
 		return nil, err
 	}
@@ -155,8 +171,13 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := o.Ledger.SaveConfig(owner, config); err != nil {
+		return nil, fmt.Errorf("keep the configuration of cell %q: %w", cell.Name, err)
+	}
 	logger.WithField("cpus", jailhouse.FormatCPUList(alloc.CPUs)).
 		WithField("ram", formatRanges(alloc.RAM)).
+		WithField("pins", formatPins(alloc.Pins)).
+		WithField("slots", alloc.Slots).
 		WithField("load", fmt.Sprintf("%#x", load)).
 		Debug("create cell")
 

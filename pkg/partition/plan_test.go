@@ -114,7 +114,7 @@ func TestPlanOptions(t *testing.T) {
 		}
 	})
 	t.Run("an SPI above 159 gets its own pin_base", func(t *testing.T) {
-		if got := gicChip(0x08000000, 170); got.PinBase != 160 || got.PinBitmap != [4]uint32{1 << 10, 0, 0, 0} {
+		if got := gicChips(0x08000000, []uint32{170})[0]; got.PinBase != 160 || got.PinBitmap != [4]uint32{1 << 10, 0, 0, 0} {
 			t.Errorf("gicChip(170) = %+v", got)
 		}
 	})

@@ -1,0 +1,498 @@
+package partition
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+)
+
+// Allocation is what one partition holds.
+type Allocation struct {
+	// Owner is "<namespace>/<container id>".
+	Owner string `json:"owner"`
+	// Cell is the Jailhouse cell name (CellName, or its hashed form when
+	// another owner already has that name).
+	Cell string `json:"cell"`
+	// CPUs are the partition's CPUs, ascending.
+	CPUs []int `json:"cpus"`
+	// RAM are the partition's own physical RAM blocks: the main block
+	// first, then the loader area (RAM0) when it has one.
+	RAM []Range `json:"ram"`
+	// Loader is true when RAM[1] is the loader area.
+	Loader bool `json:"loader,omitempty"`
+	// UART is the name of the mapped serial port, "" for none;
+	// UARTDedicated says the partition has it alone, with its interrupt.
+	UART          string `json:"uart,omitempty"`
+	UARTDedicated bool   `json:"uart_dedicated,omitempty"`
+	// Pins are the interrupts (GIC INTIDs) the partition owns: its virtual
+	// PCI INTx lines and a dedicated UART's interrupt, ascending.
+	Pins []uint32 `json:"pins,omitempty"`
+	// VPCIIRQBase puts the INTx line of device d on SPI
+	// 32 + VPCIIRQBase + (d & 3); meaningful when the partition has
+	// PCI devices.
+	VPCIIRQBase uint32 `json:"vpci_irq_base,omitempty"`
+	// Slots are the ivshmem window slots of the partition's link to the
+	// root cell (networking), at most one today.
+	Slots []int `json:"slots,omitempty"`
+	// Links are its partition-to-partition shared-memory links.
+	Links []Link `json:"links,omitempty"`
+	// RPUs are its Cortex-R5 ids.
+	RPUs []int `json:"rpus,omitempty"`
+	// Prebuilt is set when the cell came from a .cell file in the image.
+	Prebuilt bool `json:"prebuilt,omitempty"`
+}
+
+// Link is one end of a partition-to-partition ivshmem link.
+type Link struct {
+	// Peer is the owner of the other end.
+	Peer string `json:"peer"`
+	// Device is the PCI device number on bus 0 both ends use.
+	Device int `json:"device"`
+	// Mem is the link's shared memory, taken from a pool.
+	Mem Range `json:"mem"`
+	// ID is this end's shmem_dev_id: 0 for the end created first.
+	ID int `json:"id"`
+}
+
+// ExhaustedError says which resource ran out and how much was asked versus
+// free. It matches errdefs.ErrResourceExhausted.
+type ExhaustedError struct {
+	// Resource is "cpu", "memory", "interrupt", "ivshmem", "link", "uart"
+	// or "rpu".
+	Resource string
+	// Detail says what was asked and what is free.
+	Detail string
+}
+
+func (e *ExhaustedError) Error() string { return e.Resource + ": " + e.Detail }
+
+// Unwrap returns errdefs.ErrResourceExhausted.
+func (e *ExhaustedError) Unwrap() error { return errdefs.ErrResourceExhausted }
+
+// holdings is everything taken on the node: by ledger entries and by cells
+// the ledger does not know. Values name the holder for error messages.
+type holdings struct {
+	cpus    map[int]string
+	ram     []heldRange
+	pins    map[uint32]string
+	slots   map[int]string
+	devices map[int]string // link devices
+	uarts   map[string]string
+	rpus    map[int]string
+}
+
+type heldRange struct {
+	r      Range
+	holder string
+}
+
+func newHoldings() *holdings {
+	return &holdings{
+		cpus: map[int]string{}, pins: map[uint32]string{}, slots: map[int]string{},
+		devices: map[int]string{}, uarts: map[string]string{}, rpus: map[int]string{},
+	}
+}
+
+// add records what a ledger entry holds.
+func (h *holdings) add(a *Allocation) {
+	for _, c := range a.CPUs {
+		h.cpus[c] = a.Owner
+	}
+	for _, r := range a.RAM {
+		h.ram = append(h.ram, heldRange{r, a.Owner})
+	}
+	for _, p := range a.Pins {
+		h.pins[p] = a.Owner
+	}
+	for _, s := range a.Slots {
+		h.slots[s] = a.Owner
+	}
+	if a.UARTDedicated && a.UART != "" {
+		h.uarts[a.UART] = a.Owner
+	}
+	for _, r := range a.RPUs {
+		h.rpus[r] = a.Owner
+	}
+	for _, l := range a.Links {
+		holder := "link " + linkName(a.Owner, l.Peer)
+		h.devices[l.Device] = holder
+		if !slices.ContainsFunc(h.ram, func(x heldRange) bool { return x.r == l.Mem }) {
+			h.ram = append(h.ram, heldRange{l.Mem, holder})
+		}
+	}
+}
+
+func linkName(a, b string) string {
+	if a > b {
+		a, b = b, a
+	}
+	return a + "<->" + b
+}
+
+// ramHolder returns the holder of a byte of r, if any.
+func (h *holdings) ramHolder(r Range) (string, bool) {
+	for _, x := range h.ram {
+		if x.r.Overlaps(r) {
+			return x.holder, true
+		}
+	}
+	return "", false
+}
+
+// freeRanges returns the parts of pool nothing holds, ascending.
+func (h *holdings) freeRanges(pool Range) []Range {
+	var held []Range
+	for _, x := range h.ram {
+		if x.r.Overlaps(pool) {
+			held = append(held, x.r)
+		}
+	}
+	slices.SortFunc(held, func(a, b Range) int { return cmp.Compare(a.Start, b.Start) })
+	var free []Range
+	at := pool.Start
+	for _, r := range held {
+		if r.Start > at {
+			free = append(free, Range{at, min(r.Start, pool.End)})
+		}
+		at = max(at, r.End)
+	}
+	if at < pool.End {
+		free = append(free, Range{at, pool.End})
+	}
+	return free
+}
+
+// allocate picks the resources of req for owner on b, given what is held,
+// all or nothing. peers are the ledger entries, for joining links. It does
+// no I/O: the ledger calls it under its lock, and tests call it directly.
+func (b *Board) allocate(h *holdings, peers []Entry, owner string, req Request) (Allocation, error) {
+	if req.exact != nil {
+		return b.allocateExact(h, owner, req.exact)
+	}
+	a := Allocation{Owner: owner}
+	var err error
+	if a.CPUs, err = b.allocateCPUs(h, req); err != nil {
+		return Allocation{}, err
+	}
+	if req.RPUs > 0 {
+		if a.RPUs, err = b.allocateRPUs(h, req.RPUs); err != nil {
+			return Allocation{}, err
+		}
+	}
+	// RAM is placed on a copy of the holdings, so the loader area and link
+	// memory avoid the main block.
+	ram := slices.Clone(h.ram)
+	hh := *h
+	hh.ram = ram
+	main, err := b.firstFit(&hh, req.Memory)
+	if err != nil {
+		return Allocation{}, err
+	}
+	a.RAM = []Range{main}
+	hh.ram = append(hh.ram, heldRange{main, owner})
+	if req.Loader && b.LoaderArea > 0 {
+		loader, err := b.bestFit(&hh, b.LoaderArea)
+		if err != nil {
+			return Allocation{}, err
+		}
+		a.RAM = append(a.RAM, loader)
+		a.Loader = true
+		hh.ram = append(hh.ram, heldRange{loader, owner})
+	}
+
+	if a.UART, a.UARTDedicated, err = b.allocateUART(h, req.UART); err != nil {
+		return Allocation{}, err
+	}
+	if a.UARTDedicated {
+		a.Pins = append(a.Pins, b.uart(a.UART).SPI)
+	}
+
+	var devices []int
+	if req.Net {
+		slot, err := b.allocateSlot(h)
+		if err != nil {
+			return Allocation{}, err
+		}
+		a.Slots = []int{slot}
+		devices = append(devices, b.IVSHMEM.Device(slot))
+	}
+	if len(req.Links) > 0 {
+		if a.Links, err = b.allocateLinks(&hh, peers, owner, req.Links); err != nil {
+			return Allocation{}, err
+		}
+		for _, l := range a.Links {
+			devices = append(devices, l.Device)
+		}
+	}
+	if len(devices) > 0 {
+		pins, base, err := b.allocateINTx(h, devices, a.Pins)
+		if err != nil {
+			return Allocation{}, err
+		}
+		a.Pins = append(a.Pins, pins...)
+		a.VPCIIRQBase = base
+	}
+	slices.Sort(a.Pins)
+	return a, nil
+}
+
+// allocateCPUs picks the request's CPUs among the board's partition CPUs
+// nothing holds: exactly req.CPUs, or the lowest req.NumCPUs free.
+func (b *Board) allocateCPUs(h *holdings, req Request) ([]int, error) {
+	if req.CPUs != nil {
+		for _, c := range req.CPUs {
+			if !slices.Contains(b.PartitionCPUs, c) || b.Arch == jailhouse.ArchX86 && c == 0 {
+				return nil, fmt.Errorf("cpu: CPU %d is not available to partitions on board %s (partitions may use %s): %w",
+					c, b.Name, jailhouse.FormatCPUList(b.PartitionCPUs), errdefs.ErrInvalidArgument)
+			}
+		}
+		for _, c := range req.CPUs {
+			if o, held := h.cpus[c]; held {
+				return nil, &ExhaustedError{Resource: "cpu", Detail: fmt.Sprintf("asked CPUs %s, CPU %d is held by %s",
+					jailhouse.FormatCPUList(req.CPUs), c, o)}
+			}
+		}
+		return slices.Clone(req.CPUs), nil
+	}
+	if req.NumCPUs < 1 && req.RPUs == 0 {
+		return nil, fmt.Errorf("cpu: asked %d CPUs, want at least 1: %w", req.NumCPUs, errdefs.ErrInvalidArgument)
+	}
+	var free []int
+	for _, c := range b.PartitionCPUs {
+		if _, held := h.cpus[c]; !held && !(b.Arch == jailhouse.ArchX86 && c == 0) {
+			free = append(free, c)
+		}
+	}
+	if len(free) < req.NumCPUs {
+		return nil, &ExhaustedError{Resource: "cpu", Detail: fmt.Sprintf("asked %d CPUs, %d free (%s) of partition CPUs %s",
+			req.NumCPUs, len(free), jailhouse.FormatCPUList(free), jailhouse.FormatCPUList(b.PartitionCPUs))}
+	}
+	return free[:req.NumCPUs], nil
+}
+
+// firstFit finds the lowest granule-aligned block of size bytes (rounded up
+// to the granule) in the pools, in pool order, that nothing holds.
+func (b *Board) firstFit(h *holdings, size uint64) (Range, error) {
+	if size == 0 {
+		return Range{}, fmt.Errorf("memory: asked 0 bytes: %w", errdefs.ErrInvalidArgument)
+	}
+	size = alignUp(size, b.Granule)
+	var largest uint64
+	for _, pool := range b.Pools {
+		for _, gap := range h.freeRanges(pool) {
+			start := alignUp(gap.Start, b.Granule)
+			if start >= gap.End {
+				continue
+			}
+			if start+size <= gap.End && start+size > start {
+				return Range{start, start + size}, nil
+			}
+			largest = max(largest, (gap.End-start)&^(b.Granule-1))
+		}
+	}
+	return Range{}, &ExhaustedError{Resource: "memory", Detail: fmt.Sprintf("asked %s, largest free block %s in pool %s",
+		formatSize(size), formatSize(largest), formatRanges(b.Pools))}
+}
+
+// bestFit finds a page-aligned block of size bytes (aligned to its own
+// size when that is a power of two) in the smallest free gap that holds
+// it, so small areas fill leftovers instead of splitting granule-sized
+// holes.
+func (b *Board) bestFit(h *holdings, size uint64) (Range, error) {
+	align := uint64(pageSize)
+	if size&(size-1) == 0 {
+		align = min(size, b.Granule)
+	}
+	var best Range
+	found := false
+	for _, pool := range b.Pools {
+		for _, gap := range h.freeRanges(pool) {
+			start := alignUp(gap.Start, align)
+			if start >= gap.End || gap.End-start < size {
+				continue
+			}
+			if !found || gap.End-start < best.End-best.Start {
+				best, found = Range{start, gap.End}, true
+			}
+		}
+	}
+	if !found {
+		return Range{}, &ExhaustedError{Resource: "memory", Detail: fmt.Sprintf("asked a %s loader area, no free gap holds it in pool %s",
+			formatSize(size), formatRanges(b.Pools))}
+	}
+	return Range{best.Start, best.Start + size}, nil
+}
+
+// allocateUART picks the port of a UART mode: its name and whether the
+// partition has it alone.
+func (b *Board) allocateUART(h *holdings, mode UARTMode) (string, bool, error) {
+	switch mode {
+	case UARTDefault:
+		if u := b.sharedUART(); u != nil {
+			return u.Name, false, nil
+		}
+		return "", false, nil
+	case UARTShared:
+		if u := b.sharedUART(); u != nil {
+			return u.Name, false, nil
+		}
+		return "", false, fmt.Errorf("%s=shared: board %s has no UART shared with the root cell: %w",
+			AnnotationUART, b.Name, errdefs.ErrInvalidArgument)
+	case UARTDedicated:
+		var names []string
+		for _, u := range b.UARTs {
+			if u.Shared {
+				continue
+			}
+			if _, held := h.uarts[u.Name]; !held {
+				return u.Name, true, nil
+			}
+			names = append(names, fmt.Sprintf("%s (held by %s)", u.Name, h.uarts[u.Name]))
+		}
+		if len(names) == 0 {
+			return "", false, fmt.Errorf("%s=dedicated: board %s has no UART for one partition alone: %w",
+				AnnotationUART, b.Name, errdefs.ErrInvalidArgument)
+		}
+		return "", false, &ExhaustedError{Resource: "uart", Detail: "asked a dedicated UART, all are held: " + strings.Join(names, ", ")}
+	}
+	return "", false, nil
+}
+
+// allocateSlot picks the lowest free ivshmem window slot.
+func (b *Board) allocateSlot(h *holdings) (int, error) {
+	if b.IVSHMEM.Slots == 0 {
+		return 0, fmt.Errorf("network: board %s has no ivshmem window for root links: %w", b.Name, errdefs.ErrInvalidArgument)
+	}
+	for k := range b.IVSHMEM.Slots {
+		if _, held := h.slots[k]; !held {
+			return k, nil
+		}
+	}
+	return 0, &ExhaustedError{Resource: "ivshmem", Detail: fmt.Sprintf("asked a network link, all %d slots of the ivshmem window are held",
+		b.IVSHMEM.Slots)}
+}
+
+// allocateLinks joins the links peers opened towards owner and opens the
+// others: a free link device and one granule of pool memory each.
+func (b *Board) allocateLinks(h *holdings, peers []Entry, owner string, ids []string) ([]Link, error) {
+	ns, self, _ := strings.Cut(owner, "/")
+	var links []Link
+	taken := map[int]bool{}
+	for _, id := range ids {
+		if id == self {
+			return nil, fmt.Errorf("%s: a container cannot link to itself: %w", AnnotationShmemLink, errdefs.ErrInvalidArgument)
+		}
+		peer := ns + "/" + id
+		joined := false
+		for _, e := range peers {
+			if e.Owner != peer {
+				continue
+			}
+			for _, l := range e.Links {
+				if l.Peer == owner {
+					links = append(links, Link{Peer: peer, Device: l.Device, Mem: l.Mem, ID: 1 - l.ID})
+					taken[l.Device] = true
+					joined = true
+					break
+				}
+			}
+		}
+		if joined {
+			continue
+		}
+		dev := -1
+		for _, d := range b.LinkDevices {
+			if _, held := h.devices[d]; !held && !taken[d] {
+				dev = d
+				break
+			}
+		}
+		if dev < 0 {
+			if len(b.LinkDevices) == 0 {
+				return nil, fmt.Errorf("%s: board %s has no devices for partition links: %w", AnnotationShmemLink, b.Name, errdefs.ErrInvalidArgument)
+			}
+			return nil, &ExhaustedError{Resource: "link", Detail: fmt.Sprintf("asked a link to %s, all %d link devices are held", peer, len(b.LinkDevices))}
+		}
+		mem, err := b.firstFit(h, b.Granule)
+		if err != nil {
+			return nil, fmt.Errorf("link to %s: %w", peer, err)
+		}
+		h.ram = append(h.ram, heldRange{mem, "link " + linkName(owner, peer)})
+		taken[dev] = true
+		links = append(links, Link{Peer: peer, Device: dev, Mem: mem})
+	}
+	return links, nil
+}
+
+// allocateINTx picks the partition's vpci_irq_base: the INTx line of device
+// d lands on SPI x + (d & 3) with x = 32 + base, and every such line must be
+// one of the board's SPIs that nothing (and no pin in own) holds. It returns
+// the lines, ascending, and the base.
+func (b *Board) allocateINTx(h *holdings, devices []int, own []uint32) ([]uint32, uint32, error) {
+	var offs []uint32
+	for _, d := range devices {
+		offs = append(offs, uint32(d&3))
+	}
+	slices.Sort(offs)
+	offs = slices.Compact(offs)
+	if len(b.SPIs) > 0 {
+		lo := b.SPIs[0]
+		for x := max(32, lo-min(lo, 3)); x <= b.SPIs[len(b.SPIs)-1]; x++ {
+			ok := true
+			for _, o := range offs {
+				p := x + o
+				_, held := h.pins[p]
+				if held || !slices.Contains(b.SPIs, p) || slices.Contains(own, p) {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				pins := make([]uint32, len(offs))
+				for i, o := range offs {
+					pins[i] = x + o
+				}
+				return pins, x - 32, nil
+			}
+		}
+	}
+	var free []int
+	for _, p := range b.SPIs {
+		if _, held := h.pins[p]; !held {
+			free = append(free, int(p))
+		}
+	}
+	return nil, 0, &ExhaustedError{Resource: "interrupt", Detail: fmt.Sprintf(
+		"asked %d INTx lines for PCI devices %v, free interrupts %s of %s do not fit", len(offs), devices,
+		jailhouse.FormatCPUList(free), formatPins(b.SPIs))}
+}
+
+// allocateRPUs picks the lowest n free RPU ids.
+func (b *Board) allocateRPUs(h *holdings, n int) ([]int, error) {
+	if len(b.RPUs) == 0 {
+		return nil, fmt.Errorf("rpu: board %s has no Cortex-R5 RPUs: %w", b.Name, errdefs.ErrInvalidArgument)
+	}
+	var free []int
+	for _, r := range b.RPUs {
+		if _, held := h.rpus[r]; !held {
+			free = append(free, r)
+		}
+	}
+	if len(free) < n {
+		return nil, &ExhaustedError{Resource: "rpu", Detail: fmt.Sprintf("asked %d RPUs, %d free (%v) of %v", n, len(free), free, b.RPUs)}
+	}
+	return free[:n], nil
+}
+
+func formatPins(pins []uint32) string {
+	ns := make([]int, len(pins))
+	for i, p := range pins {
+		ns[i] = int(p)
+	}
+	return jailhouse.FormatCPUList(ns)
+}
