@@ -77,6 +77,10 @@ type Board struct {
 	// at cell address 0 when its main RAM starts elsewhere: the Jailhouse
 	// loader stubs run at 0. Zero when the board needs none.
 	LoaderArea uint64
+	// LinuxLoader is the host path of the board's Jailhouse
+	// linux-loader.bin (partitions.linux_loader), which Linux inmates boot
+	// through; "" when the board boots no Linux partitions.
+	LinuxLoader string
 	// CPUResetAddress is the cell address a partition starts at, and where a
 	// raw binary is loaded, when the boot description gives no
 	// starting_vaddress.
@@ -689,6 +693,7 @@ type partitionsFile struct {
 	Pools           []rangeFile `toml:"pools"`
 	Granule         uint64      `toml:"granule"`
 	LoaderArea      uint64      `toml:"loader_area"`
+	LinuxLoader     string      `toml:"linux_loader"`
 	CPUResetAddress uint64      `toml:"cpu_reset_address"`
 	CommRegion      uint64      `toml:"comm_region"`
 	VPCIIRQBase     uint32      `toml:"vpci_irq_base"`
@@ -914,6 +919,7 @@ func (f *boardFile) board(source string) (*Board, error) {
 		Arch: arch, Revision: rev, Flavour: f.Flavour,
 		Granule:         p.Granule,
 		LoaderArea:      p.LoaderArea,
+		LinuxLoader:     p.LinuxLoader,
 		CPUResetAddress: p.CPUResetAddress,
 		CommRegion:      p.CommRegion,
 		VPCIIRQBase:     p.VPCIIRQBase,

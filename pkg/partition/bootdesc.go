@@ -91,6 +91,16 @@ type BootDescription struct {
 	Netconf string
 	// CommRegion is comm_region: "passive" (default) or "active".
 	CommRegion CommRegionMode
+	// Console is console: where the partition's console output comes from,
+	// "ivshmem" (default), "virtual" or "none" (docs/console.md).
+	// HasConsole is false when the key is absent.
+	Console    ConsoleKind
+	HasConsole bool
+	// Cmdline is cmdline: the Linux kernel command line, written to the
+	// device tree's /chosen bootargs. HasCmdline is false when the key is
+	// absent, and the device tree's own bootargs stay.
+	Cmdline    string
+	HasCmdline bool
 	// Cell is cell: the image path of a prebuilt cell configuration
 	// (.cell) to use instead of a generated one, accepted only inside what
 	// the allocator may grant (prebuilt.go); "" to generate the cell.
@@ -262,6 +272,15 @@ func ParseBootDescription(file string, data []byte) (*BootDescription, error) {
 			err = decodeString(v, &d.Netconf)
 		case "cell":
 			err = decodeString(v, &d.Cell)
+		case "console":
+			var s string
+			if err = decodeString(v, &s); err == nil {
+				d.Console, err = ParseConsoleKind(s)
+				d.HasConsole = err == nil
+			}
+		case "cmdline":
+			err = decodeString(v, &d.Cmdline)
+			d.HasCmdline = err == nil
 		case "comm_region":
 			var s string
 			if err = decodeString(v, &s); err == nil {

@@ -1,11 +1,9 @@
 package partition
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"sync"
@@ -44,6 +42,7 @@ type Partition struct {
 	alloc    Allocation
 	cell     *jailhouse.Cell
 	loadAddr uint64
+	console  consoleChoice
 
 	// destroyMu serialises Destroy; it guards destroyed.
 	destroyMu sync.Mutex
@@ -76,8 +75,10 @@ type Record struct {
 //   - errdefs.ErrResourceExhausted: not enough CPUs or RAM left (an
 //     *ExhaustedError), or the hypervisor out of memory (ENOMEM);
 //   - errdefs.ErrAlreadyExists: the container already has a partition;
-//   - errdefs.ErrNotImplemented: a Linux, ELF or RPU payload, which arrive
-//     with issue 6.
+//   - errdefs.ErrNotImplemented: an RPU payload (rpu_req).
+//
+// The payload (docs/payloads.md) is a raw binary, an ELF or a Linux kernel
+// with its device tree; it is read through the rootfs, never outside it.
 //
 // The payload is a raw binary, loaded at LoadAddress and no larger than the
 // partition RAM; it is read through the rootfs, never outside it.
@@ -104,11 +105,9 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	if keys := desc.UnknownKeys(); len(keys) > 0 {
 		logger.WithField("file", desc.File).WithField("keys", keys).Warn("boot description: ignoring unknown keys")
 	}
-	switch {
-	case desc.IsLinux():
-		return nil, notImplemented(desc, "os_var", `"linux" (Linux inmates arrive with issue 6)`)
-	case desc.RPUReq:
-		return nil, notImplemented(desc, "rpu_req", "RPU partitions arrive with issue 6")
+	con, err := chooseConsole(o.Board, desc)
+	if err != nil {
+		return nil, err
 	}
 	req, err := RequestFromSpec(o.Spec, o.Board)
 	if err != nil {
@@ -129,7 +128,7 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 			return nil, err
 		}
 	}
-	payload, err := readPayload(root, desc, payloadLimit(req, prebuilt))
+	payload, err := readPayload(root, desc, o.Board, payloadLimit(req, prebuilt))
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +145,19 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 		}
 	}()
 	logger = logger.WithField("cell", alloc.Cell)
+	if con.kind == ConsoleVirtual {
+		vpath := vconsolePath(o.Ledger.Path())
+		if err := claimVirtualConsole(vpath, owner, alloc.Cell, o.Driver, o.Ledger); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if retErr != nil {
+				if err := releaseVirtualConsole(vpath, owner); err != nil {
+					logger.WithError(err).Error("rollback: release the virtual console")
+				}
+			}
+		}()
+	}
 
 	var cell *jailhouse.Cell
 	load := LoadAddress(o.Board, desc)
@@ -158,10 +170,13 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	} else if cell, err = Plan(o.Board, req, desc, alloc); err != nil {
 		return nil, err
 	}
-	if err := checkCell(o.Board, o.Ledger, owner, cell); err != nil {
+	applyConsoleFlags(cell, con.kind)
+	images, err := payload.place(cell, desc, load)
+	if err != nil {
 		return nil, err
 	}
-	if err := checkImage(cell, desc, load, len(payload)); err != nil {
+	load = images[0].Target
+	if err := checkCell(o.Board, o.Ledger, owner, cell); err != nil {
 		return nil, err
 	}
 	config, err := cell.MarshalBinary()
@@ -179,6 +194,8 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 		WithField("pins", formatPins(alloc.Pins)).
 		WithField("slots", alloc.Slots).
 		WithField("load", fmt.Sprintf("%#x", load)).
+		WithField("entry", fmt.Sprintf("%#x", cell.CPUResetAddress)).
+		WithField("console", con.kind).
 		Debug("create cell")
 
 	if err := o.Driver.CreateCell(config); err != nil {
@@ -191,12 +208,12 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 			}
 		}
 	}()
-	if err := o.Driver.LoadCell(cell.Name, jailhouse.Image{Data: payload, Target: load}); err != nil {
+	if err := o.Driver.LoadCell(cell.Name, images...); err != nil {
 		return nil, driverError("load cell", cell.Name, err)
 	}
 	return &Partition{
 		owner: owner, driver: o.Driver, ledger: o.Ledger,
-		alloc: alloc, cell: cell, loadAddr: load,
+		alloc: alloc, cell: cell, loadAddr: load, console: con,
 	}, nil
 }
 
@@ -272,23 +289,14 @@ func (p *Partition) Destroy(ctx context.Context) error {
 		return fmt.Errorf("release %s: %w", p.owner, err)
 	}
 	p.destroyed = true
+	if p.console.kind == ConsoleVirtual {
+		// A failure here leaves a record whose cell and ledger entry are
+		// gone, which the next claim replaces.
+		if err := releaseVirtualConsole(vconsolePath(p.ledger.Path()), p.owner); err != nil {
+			log.G(ctx).WithError(err).Warn("release the virtual console")
+		}
+	}
 	return nil
-}
-
-// Console opens the cell's own console stream when the driver offers one
-// (jailhouse.CellConsoler). Otherwise it returns nil, nil: there is no
-// per-cell console yet on real hardware, where the inmate writes to the
-// UART it shares with the root cell.
-func (p *Partition) Console() (io.ReadCloser, error) {
-	cc, ok := p.driver.(jailhouse.CellConsoler)
-	if !ok {
-		return nil, nil
-	}
-	r, err := cc.OpenCellConsole(p.Name())
-	if err != nil {
-		return nil, fmt.Errorf("open console of cell %q: %w", p.Name(), err)
-	}
-	return r, nil
 }
 
 // Record returns what DestroyRecord needs after a crash.
@@ -328,6 +336,9 @@ func DestroyRecord(ctx context.Context, d jailhouse.Driver, l *Ledger, r Record)
 	if err := l.Release(r.Owner); err != nil {
 		return fmt.Errorf("release %s: %w", r.Owner, err)
 	}
+	if err := releaseVirtualConsole(vconsolePath(l.Path()), r.Owner); err != nil {
+		log.G(ctx).WithError(err).Warn("release the virtual console")
+	}
 	return nil
 }
 
@@ -364,74 +375,7 @@ func driverError(op, cell string, err error) error {
 	}
 	return fmt.Errorf("%s %q: %w (%w)", op, cell, err, class)
 }
-
 func notImplemented(d *BootDescription, key, what string) error {
 	return fmt.Errorf("boot description %s: key %q: %s: %w", d.File, key, what, errdefs.ErrNotImplemented)
 }
 
-// elfMagic starts every ELF file.
-var elfMagic = []byte{0x7f, 'E', 'L', 'F'}
-
-// readPayload reads the raw-binary inmate through the rootfs, refusing
-// payloads larger than the partition RAM (limit) before reading them.
-func readPayload(root *os.Root, d *BootDescription, limit uint64) ([]byte, error) {
-	fail := func(err error) error {
-		return &BootDescriptionError{File: d.File, Key: "inmate", Err: err}
-	}
-	f, err := root.Open(imageRel(d.Inmate))
-	if err != nil {
-		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, imageFileError(err)))
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fail(fmt.Errorf("payload %s is not a regular file (%s)", d.Inmate, fi.Mode().Type()))
-	}
-	size := fi.Size()
-	if size == 0 {
-		return nil, fail(fmt.Errorf("payload %s is empty", d.Inmate))
-	}
-	if uint64(size) > limit {
-		return nil, fail(fmt.Errorf("payload %s is %s, more than the partition's %s of RAM (raise linux.resources.memory.limit)",
-			d.Inmate, formatSize(uint64(size)), formatSize(limit)))
-	}
-	data := make([]byte, size)
-	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
-	}
-	if bytes.HasPrefix(data, elfMagic) {
-		return nil, fmt.Errorf("boot description %s: key %q: payload %s is an ELF file; ELF payloads arrive with issue 6, ship a raw binary (objcopy -O binary): %w",
-			d.File, "inmate", d.Inmate, errdefs.ErrNotImplemented)
-	}
-	return data, nil
-}
-
-// checkImage checks, as the driver will, that the payload lies entirely in
-// the first region containing its target, and that the region is
-// WRITE|LOADABLE.
-func checkImage(c *jailhouse.Cell, d *BootDescription, target uint64, size int) error {
-	key := "inmate"
-	if d.HasStartingVAddress {
-		key = "starting_vaddress"
-	}
-	img := Range{target, target + uint64(size)}
-	for _, m := range c.MemoryRegions {
-		r := Range{m.VirtStart, m.VirtStart + m.Size}
-		if target < r.Start || target >= r.End {
-			continue
-		}
-		if m.Flags&(jailhouse.MemWrite|jailhouse.MemLoadable) != jailhouse.MemWrite|jailhouse.MemLoadable {
-			break
-		}
-		if !r.Contains(img) {
-			return &BootDescriptionError{File: d.File, Key: key, Err: fmt.Errorf(
-				"payload %s at %s (%s) does not fit the loadable RAM at %s", d.Inmate, img, formatSize(uint64(size)), r)}
-		}
-		return nil
-	}
-	return &BootDescriptionError{File: d.File, Key: key, Err: fmt.Errorf(
-		"payload %s at %s is not in a loadable region of cell %q", d.Inmate, img, c.Name)}
-}

@@ -223,14 +223,14 @@ func TestCreateRollsBack(t *testing.T) {
 			is:   errdefs.IsInvalidArgument, text: "at most 128 MiB",
 		},
 		{
-			name:   "Linux inmates are not implemented yet",
+			name:   "Linux inmate without a device tree",
 			config: `{"os_var":"linux","kernel":"/boot/boot.bin"}`,
-			is:     errdefs.IsNotImplemented, text: "issue 6",
+			is:     errdefs.IsInvalidArgument, text: `key "dtb"`,
 		},
 		{
-			name:   "ELF payloads are not implemented yet",
+			name:   "truncated ELF payload",
 			script: "\x7fELF\x02\x01\x01",
-			is:     errdefs.IsNotImplemented, text: "ELF",
+			is:     errdefs.IsInvalidArgument, text: "not a readable ELF file",
 		},
 		{
 			name:   "RPU partitions are not implemented yet",

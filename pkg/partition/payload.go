@@ -1,0 +1,180 @@
+package partition
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+)
+
+// The payload step of Create (docs/payloads.md): read what the boot
+// description names from the image before anything is allocated, then,
+// once the cell's regions are planned, place it: compute every image's
+// target, check it against the cell, and fix the cell's entry point.
+
+// payloadKind is how a partition boots.
+type payloadKind int
+
+const (
+	payloadRaw   payloadKind = iota // a raw binary, loaded at the load address
+	payloadELF                      // an ELF whose PT_LOAD segments are loaded where linked
+	payloadLinux                    // a Linux kernel through Jailhouse's linux-loader
+)
+
+// payload is what the payload step read from the image.
+type payload struct {
+	kind  payloadKind
+	key   string // the boot description key naming the main file, for errors
+	file  string // its image path
+	raw   []byte
+	elf   *elfImage
+	linux *linuxPayload
+}
+
+// elfMagic starts every ELF file.
+var elfMagic = []byte{0x7f, 'E', 'L', 'F'}
+
+// readPayload reads the partition's payload through the rootfs. ram is the
+// partition's RAM size, the bound of everything that can be loaded. Linux
+// payloads also read the board's linux-loader from the host. Nothing is
+// read outside the rootfs except that loader.
+func readPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (*payload, error) {
+	switch {
+	case d.RPUReq:
+		return nil, rpuNotImplemented(d, b)
+	case d.IsLinux():
+		lp, err := readLinuxPayload(root, d, b, ram)
+		if err != nil {
+			return nil, err
+		}
+		return &payload{kind: payloadLinux, key: "kernel", file: d.Kernel, linux: lp}, nil
+	}
+	fail := func(err error) error {
+		return &BootDescriptionError{File: d.File, Key: "inmate", Err: err}
+	}
+	f, err := root.Open(imageRel(d.Inmate))
+	if err != nil {
+		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, imageFileError(err)))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fail(fmt.Errorf("payload %s is not a regular file (%s)", d.Inmate, fi.Mode().Type()))
+	}
+	var magic [4]byte
+	if n, _ := f.ReadAt(magic[:], 0); n == len(magic) && bytes.Equal(magic[:], elfMagic) {
+		// An ELF carries symbols and debug info: its file size says
+		// nothing about what is loaded, so it is read segment by segment.
+		img, err := readELF(f, b.Arch, ram)
+		if err != nil {
+			return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
+		}
+		return &payload{kind: payloadELF, key: "inmate", file: d.Inmate, elf: img}, nil
+	}
+	data, err := readLimited(f, fi.Size(), ram, ramLimit(ram))
+	if err != nil {
+		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
+	}
+	return &payload{kind: payloadRaw, key: "inmate", file: d.Inmate, raw: data}, nil
+}
+
+// readLimited reads a file of size bytes, refusing it unchanged if it is
+// larger than limit (named what) or empty.
+func readLimited(f io.Reader, size int64, limit uint64, what string) ([]byte, error) {
+	if size == 0 {
+		return nil, errors.New("the file is empty")
+	}
+	if uint64(size) > limit {
+		return nil, fmt.Errorf("it is %s, more than %s (raise linux.resources.memory.limit)",
+			formatSize(uint64(size)), what)
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// ramLimit names a RAM size as the limit of what can be loaded.
+func ramLimit(ram uint64) string { return fmt.Sprintf("the partition's %s of RAM", formatSize(ram)) }
+
+// place computes the images to load into the planned cell, in load order,
+// and sets the cell's cpu_reset_address to the payload's entry point. For
+// a raw binary that is the load address the plan already chose; an ELF
+// starts at its entry; Linux starts in the linux-loader at the board's
+// reset address. load is the load address of a raw binary.
+func (p *payload) place(c *jailhouse.Cell, d *BootDescription, load uint64) ([]jailhouse.Image, error) {
+	switch p.kind {
+	case payloadELF:
+		return p.elf.place(c, d, p.file)
+	case payloadLinux:
+		return p.linux.place(c, d)
+	}
+	key := "inmate"
+	if d.HasStartingVAddress {
+		key = "starting_vaddress"
+	}
+	if err := checkTarget(c, load, uint64(len(p.raw))); err != nil {
+		return nil, &BootDescriptionError{File: d.File, Key: key, Err: fmt.Errorf("payload %s: %w", p.file, err)}
+	}
+	c.CPUResetAddress = load
+	return []jailhouse.Image{{Data: p.raw, Target: load}}, nil
+}
+
+// checkTarget checks, as the driver will at CELL_LOAD, that size bytes at
+// the cell address target lie entirely in the first region containing
+// target, and that the region is WRITE|LOADABLE. It also refuses an empty
+// range.
+func checkTarget(c *jailhouse.Cell, target, size uint64) error {
+	if size == 0 {
+		return errors.New("nothing to load")
+	}
+	img := Range{target, target + size}
+	if img.End < img.Start {
+		return fmt.Errorf("%s at %#x wraps around the address space", formatSize(size), target)
+	}
+	for _, m := range c.MemoryRegions {
+		r := Range{m.VirtStart, m.VirtStart + m.Size}
+		if target < r.Start || target >= r.End {
+			continue
+		}
+		if m.Flags&(jailhouse.MemWrite|jailhouse.MemLoadable) != jailhouse.MemWrite|jailhouse.MemLoadable {
+			return fmt.Errorf("%s lies in a region of cell %q that cannot be loaded (%s, flags %v)", img, c.Name, r, m.Flags)
+		}
+		if !r.Contains(img) {
+			return fmt.Errorf("%s (%s) does not fit the loadable RAM at %s", img, formatSize(size), r)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is not in the loadable RAM of cell %q (%s)", img, c.Name, loadableRanges(c))
+}
+
+// loadableRanges lists the cell's WRITE|LOADABLE regions for messages.
+func loadableRanges(c *jailhouse.Cell) string {
+	var rs []Range
+	for _, m := range c.MemoryRegions {
+		if m.Flags&(jailhouse.MemWrite|jailhouse.MemLoadable) == jailhouse.MemWrite|jailhouse.MemLoadable {
+			rs = append(rs, Range{m.VirtStart, m.VirtStart + m.Size})
+		}
+	}
+	if len(rs) == 0 {
+		return "none"
+	}
+	return formatRanges(rs)
+}
+
+// rpuNotImplemented is the answer to rpu_req: the Omnivisor fork's load
+// path (jailhouse_cell_load with rCPU images, remoteproc firmware) has its
+// ABI in pkg/jailhouse/internal/abi but no driver backend yet.
+func rpuNotImplemented(d *BootDescription, b *Board) error {
+	return fmt.Errorf("boot description %s: key %q: Cortex-R5 partitions need an Omnivisor board and its fork of the Jailhouse driver; board %s has no RPU load path in this runphi: %w",
+		d.File, "rpu_req", b.Name, errdefs.ErrNotImplemented)
+}
