@@ -378,4 +378,3 @@ func driverError(op, cell string, err error) error {
 func notImplemented(d *BootDescription, key, what string) error {
 	return fmt.Errorf("boot description %s: key %q: %s: %w", d.File, key, what, errdefs.ErrNotImplemented)
 }
-
