@@ -61,9 +61,12 @@ e2e: build
 demo: deps build
 	./scripts/demo.sh
 
+# containerd finds the shim on its own PATH (or beside its binary), so PREFIX
+# must put bin/ on the daemon's PATH; /usr/local/bin is on systemd's default.
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(addprefix $(BIN)/,$(BINARIES)) $(DESTDIR)$(PREFIX)/bin/
+	@echo "installed $(BINARIES) into $(DESTDIR)$(PREFIX)/bin; check the host with: runphi doctor"
 
 cross:
 	@set -e; for p in $(CROSS_PLATFORMS); do \

@@ -168,4 +168,6 @@ status=$?
 set -e
 echo "--------------------------"
 say "the partition exited with status $status"
+# The configuration stays in $W (the daemon does not): check it with doctor.
+say "check this setup: PATH=$RBIN:\$PATH $RBIN/runphi doctor --config $W/runphi.toml --containerd-config $W/config.toml"
 exit "$status"

@@ -138,7 +138,7 @@ func TestDoctorNamesEachProblemAndItsFix(t *testing.T) {
 			setup: func(t *testing.T, h *doctorHost) { os.Remove(filepath.Join(h.binDir, hostview.ShimBinary)) },
 			check: "shim", status: statusFail, detail: "cannot find containerd-shim-runphi-v2", fix: "make install PREFIX=/usr/local", wantErr: true},
 		{name: "unknown board profile", config: strings.Replace(simConfig, `board = "qemu-arm64"`, `board = "rpi9"`, 1),
-			check: "board", status: statusFail, detail: `board "rpi9"`, fix: "built-in profile (qemu-arm64", wantErr: true},
+			check: "board", status: statusFail, detail: `board "rpi9"`, fix: "to a built-in profile (", wantErr: true},
 		{name: "board does not match the running hypervisor", config: strings.Replace(simConfig, `board = "qemu-arm64"`, `board = "$DIR/other.toml"`, 1),
 			setup: func(t *testing.T, h *doctorHost) {
 				writeTestFile(t, filepath.Join(h.dir, "other.toml"), otherBoard)
@@ -188,7 +188,7 @@ func TestDoctorNamesEachProblemAndItsFix(t *testing.T) {
 				fakeSysfs(t, h, true)
 				writeTestFile(t, h.opts.iomemPath, "09000000-09000fff : pl011@9000000\n40000000-bfffffff : System RAM\n")
 			},
-			check: "reserved-memory", status: statusFail, detail: "the partition pool 0x70000000-0x7f800000 overlaps System RAM", fix: "mem=", wantErr: true},
+			check: "reserved-memory", status: statusFail, detail: "overlaps System RAM 0x40000000-0xc0000000", fix: "mem=", wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -220,7 +220,7 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 	}
 	// caronte keeps the context's logger for its background work; the
 	// service's context carries the process-wide fields, this one the task's.
-	proxy, err := caronte.New(log.WithLogger(s.ctx, log.G(ctx)), part, t.io, caronte.Options{OnExit: t.onExit})
+	proxy, err := caronte.New(log.WithLogger(s.ctx, log.G(ctx)), part, t.io, consoleOptions(part, caronte.Options{OnExit: t.onExit}))
 	if err != nil {
 		return nil, err
 	}
@@ -508,10 +508,6 @@ func (s *service) ResizePty(ctx context.Context, r *taskv3.ResizePtyRequest) (*e
 	log.G(ctx).WithField("id", r.GetID()).WithField("width", r.GetWidth()).WithField("height", r.GetHeight()).
 		Debug("resize pty ignored: a partition's console has no window size")
 	return &emptypb.Empty{}, nil
-}
-
-func (s *service) CloseIO(ctx context.Context, r *taskv3.CloseIORequest) (*emptypb.Empty, error) {
-	return nil, s.toRPC(notImplemented("close io", "a partition has no host process reading stdin"))
 }
 
 func (s *service) Update(ctx context.Context, r *taskv3.UpdateTaskRequest) (*emptypb.Empty, error) {
