@@ -513,4 +513,3 @@ func TestRPUNotImplemented(t *testing.T) {
 	}
 	n.checkEmpty(t)
 }
-
