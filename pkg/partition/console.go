@@ -111,6 +111,9 @@ func vconsolePath(ledgerPath string) string {
 
 // withVConsoleLock runs fn with the owner record's lock held.
 func withVConsoleLock(path string, fn func() error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("virtual console owner: %w", err)
+	}
 	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("virtual console owner: %w", err)
