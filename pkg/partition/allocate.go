@@ -259,7 +259,10 @@ func (b *Board) allocateCPUs(h *holdings, req Request) ([]int, error) {
 		}
 		return slices.Clone(req.CPUs), nil
 	}
-	if req.NumCPUs < 1 && req.RPUs == 0 {
+	if req.NumCPUs < 1 {
+		if req.RPUs > 0 {
+			return nil, nil // an RPU partition needs no APU CPU
+		}
 		return nil, fmt.Errorf("cpu: asked %d CPUs, want at least 1: %w", req.NumCPUs, errdefs.ErrInvalidArgument)
 	}
 	var free []int

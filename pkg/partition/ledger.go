@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -106,30 +107,11 @@ func (l *Ledger) Allocate(ctx context.Context, d jailhouse.Driver, owner string,
 			}
 		}
 		healed, foreign := l.heal(ctx, d, f)
-		h := newHoldings()
-		for i := range f.Entries {
-			h.add(&f.Entries[i].Allocation)
-		}
-		var foreignNames []string
-		for _, c := range foreign {
-			foreignNames = append(foreignNames, c.info.Name)
-			c.hold(h)
-		}
-		name, err := freeCellName(f.Entries, foreignNames, ns, id)
+		got, err := allocateEntry(f, foreign, owner, b, req)
 		if err != nil {
 			return healed, err
 		}
-		got, err := b.allocate(h, f.Entries, owner, req)
-		if err != nil {
-			return healed, err
-		}
-		got.Owner, got.Cell = owner, name
 		a = got
-		pid := os.Getpid()
-		start, _ := processStart(pid)
-		f.Entries = append(f.Entries, Entry{
-			Allocation: a, Board: b.Name, Created: time.Now().UTC(), PID: pid, PIDStart: start,
-		})
 		return true, nil
 	})
 	if err != nil {
@@ -137,6 +119,44 @@ func (l *Ledger) Allocate(ctx context.Context, d jailhouse.Driver, owner string,
 	}
 	return a, nil
 }
+
+// allocateEntry is the ledger's allocation without the file: it picks the
+// resources of req for owner on b given the entries of f and the cells the
+// ledger does not know, names the cell, and appends the entry (owned by
+// this process) to f. It changes f only on success.
+func allocateEntry(f *ledgerFile, foreign []foreignCell, owner string, b *Board, req Request) (Allocation, error) {
+	ns, id, _ := strings.Cut(owner, "/")
+	h := newHoldings()
+	for i := range f.Entries {
+		h.add(&f.Entries[i].Allocation)
+	}
+	var foreignNames []string
+	for _, c := range foreign {
+		foreignNames = append(foreignNames, c.info.Name)
+		c.hold(h)
+	}
+	name, err := freeCellName(f.Entries, foreignNames, ns, id)
+	if err != nil {
+		return Allocation{}, err
+	}
+	a, err := b.allocate(h, f.Entries, owner, req)
+	if err != nil {
+		return Allocation{}, err
+	}
+	a.Owner, a.Cell = owner, name
+	pid, start := self()
+	f.Entries = append(f.Entries, Entry{
+		Allocation: a, Board: b.Name, Created: time.Now().UTC(), PID: pid, PIDStart: start,
+	})
+	return a, nil
+}
+
+// self is this process's pid and start time, read once.
+var self = sync.OnceValues(func() (int, uint64) {
+	pid := os.Getpid()
+	start, _ := processStart(pid)
+	return pid, start
+})
 
 // foreignCell is a cell in the hypervisor that no ledger entry names.
 type foreignCell struct {

@@ -215,7 +215,7 @@ func TestCreateRollsBack(t *testing.T) {
 		{
 			name: "memory limit larger than the pool",
 			spec: specWith(nil, &specs.LinuxMemory{Limit: ptr[int64](1 << 30)}),
-			is:   errdefs.IsInvalidArgument, text: "more than board qemu-arm64's whole partition pool",
+			is:   errdefs.IsInvalidArgument, text: "more than board qemu-arm64's largest partition pool",
 		},
 		{
 			name: "memory limit that does not fit below the GIC",
@@ -308,7 +308,7 @@ func TestPartitionsShareTheBoard(t *testing.T) {
 		t.Errorf("sysfs shows shared CPUs: %v and %v", i1.CPUs, i2.CPUs)
 	}
 	_, err = Create(ctx, n.options("three", scriptRootfs(t, `{}`, helloScript), mem(100*mib)))
-	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "largest free block 48 MiB") {
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "largest free block 32 MiB") {
 		t.Errorf("third Create: %v", err)
 	}
 	if _, err := n.driver.Cell("three"); !errors.Is(err, jailhouse.ErrCellNotFound) {
