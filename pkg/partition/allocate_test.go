@@ -16,7 +16,6 @@ import (
 	"github.com/runphi/runphi/pkg/jailhouse"
 )
 
-
 var propertySeed = flag.Uint64("property.seed", 0, "seed of the allocator property test (0: time-based, printed)")
 
 // sharing lists every way live allocations break the allocator's promise:
