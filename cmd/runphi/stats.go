@@ -72,18 +72,18 @@ func runStats(env *cmdEnv, args []string) error {
 	// One row per counter, as jailhouse-cell-stats shows them, with a
 	// column per CPU.
 	fmt.Fprintf(env.stdout, "cell %q (id %d, %s)\n", cell.Name, cell.ID, out.State)
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	header := []string{"COUNTER", "TOTAL"}
 	for _, c := range out.PerCPU {
 		header = append(header, fmt.Sprintf("CPU%d", c.CPU))
 	}
-	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, name := range statNames(st) {
 		row := []string{name, fmt.Sprint(st.Total[name])}
 		for _, c := range out.PerCPU {
 			row = append(row, fmt.Sprint(c.Counters[name]))
 		}
-		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
 }

@@ -69,14 +69,21 @@ type partitionOpts struct {
 	noState     bool // the shim never wrote its state file
 	shimAlive   bool // a fake shim process serves it, its cwd the bundle
 	started     bool
+	console     string // the boot description's console key
 }
 
 // run creates a partition as the shim does and leaves its bundle, state
 // file and (optionally) shim process behind. It returns the bundle.
 func (h *host) run(t *testing.T, ns, id string, o partitionOpts) string {
 	t.Helper()
-	rootfs := t.TempDir()
-	writeTestFile(t, filepath.Join(rootfs, "boot/config.json"), `{"os_var":"zephyr","inmate":"/boot/boot.bin"}`)
+	bundle := filepath.Join(h.taskRoot, ns, id)
+	// The shim mounts the image at <bundle>/rootfs.
+	rootfs := filepath.Join(bundle, "rootfs")
+	desc := `{"os_var":"zephyr","inmate":"/boot/boot.bin"`
+	if o.console != "" {
+		desc += `,"console":"` + o.console + `"`
+	}
+	writeTestFile(t, filepath.Join(rootfs, "boot/config.json"), desc+"}")
 	writeTestFile(t, filepath.Join(rootfs, "boot/boot.bin"), foreverScript)
 	p, err := partition.Create(context.Background(), partition.Options{
 		ID: id, Namespace: ns, Rootfs: rootfs, Spec: &specs.Spec{Linux: &specs.Linux{}},
@@ -90,7 +97,6 @@ func (h *host) run(t *testing.T, ns, id string, o partitionOpts) string {
 			t.Fatal(err)
 		}
 	}
-	bundle := filepath.Join(h.taskRoot, ns, id)
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -227,7 +227,9 @@ type Partition struct {
 	RAMBytes uint64 `json:"ram_bytes"`
 	// Board is the board profile the allocation was made on.
 	Board string `json:"board"`
-	// Console says where the inmate's console goes.
+	// Console is the partition's console kind: "ivshmem" (the default),
+	// "virtual" (the hypervisor's console ring) or "none"; empty when the
+	// task's rootfs could not be read.
 	Console string `json:"console"`
 	// Created is when the ledger allocation was made (cell creation);
 	// zero when the ledger has no entry.
@@ -277,8 +279,6 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 	for _, t := range tasks {
 		taskByOwner[t.State.Owner()] = t
 	}
-	boards := map[string]*partition.Board{}
-
 	var rows []Partition
 	inLedger := map[string]bool{}
 	for _, e := range entries {
@@ -294,9 +294,9 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 		if !e.Created.IsZero() {
 			p.UptimeSeconds = int64(h.opts.Now().Sub(e.Created) / time.Second)
 		}
-		p.Console = h.console(boards, e.Board)
 		if t, ok := taskByOwner[e.Owner]; ok {
 			p.Bundle, p.Pod = t.Bundle, t.Pod
+			p.Console = console(t.Bundle)
 			if t.State.ShimPid != 0 {
 				p.ShimPID = t.State.ShimPid
 			}
@@ -316,7 +316,7 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 			Namespace: t.State.Namespace, ContainerID: t.State.ID, CellID: -1,
 			Board: t.State.Config.Board, ShimPID: t.State.ShimPid, Bundle: t.Bundle, Pod: t.Pod,
 		}
-		p.Console = h.console(boards, p.Board)
+		p.Console = console(t.Bundle)
 		if t.State.Partition == nil {
 			p.Problems = append(p.Problems, "the shim has not created a cell for it (Create in progress, or it failed and the shim died)")
 		} else {
@@ -362,24 +362,20 @@ func (h *Host) checkShim(p *Partition) {
 	}
 }
 
-// console describes where a partition's console goes on this backend.
-func (h *Host) console(cache map[string]*partition.Board, board string) string {
-	if h.cfg.Backend == BackendSim {
-		return "simulated cell console → task stdout"
+// console says where the partition's console comes from: the boot
+// description's "console" key ("ivshmem" when absent, docs/console.md),
+// read from the task's rootfs, which is mounted while the task exists.
+// Empty when the bundle is unknown or the rootfs cannot be read.
+func console(bundle string) string {
+	if bundle == "" {
+		return ""
 	}
-	b, ok := cache[board]
-	if !ok {
-		// The ledger records the profile's name; the configuration may
-		// name the same profile by its file.
-		if cb, err := partition.LoadBoard(h.cfg.Board); err == nil && cb.Name == board {
-			b = cb
-		} else {
-			b, _ = partition.LoadBoard(board)
-		}
-		cache[board] = b
+	d, err := partition.ReadBootDescription(filepath.Join(bundle, "rootfs"))
+	if err != nil {
+		return ""
 	}
-	if b == nil {
-		return "uart (board profile " + board + " not loadable)"
+	if d.HasConsole {
+		return d.Console.String()
 	}
-	return fmt.Sprintf("%s uart at %#x, shared with the root cell", jailhouse.ConsoleTypeName(b.Console.Type), b.Console.Address)
+	return partition.ConsoleIVSHMEM.String()
 }

@@ -23,7 +23,7 @@ func TestPartitionsJoinLedgerCellsAndState(t *testing.T) {
 	// working directory.
 	root := h.taskRoot
 	h.taskRoot = filepath.Join(t.TempDir(), taskDir)
-	ctrBundle := h.run(t, "default", "t1", partitionOpts{shimAlive: true})
+	ctrBundle := h.run(t, "default", "t1", partitionOpts{shimAlive: true, console: "none"})
 	h.taskRoot = root
 
 	parts, warns, err := h.view().Partitions()
@@ -47,7 +47,8 @@ func TestPartitionsJoinLedgerCellsAndState(t *testing.T) {
 		{"RAM is the default 64 MiB", web.RAMBytes, uint64(64 << 20)},
 		{"RAM ranges are disjoint", web.RAM[0].Overlaps(t1.RAM[0]), false},
 		{"board is recorded", web.Board, "qemu-arm64"},
-		{"console of the simulator", web.Console, "simulated cell console → task stdout"},
+		{"console kind defaults to ivshmem", web.Console, "ivshmem"},
+		{"console kind from the boot description", t1.Console, "none"},
 		{"pod from CRI annotations", web.Pod != nil && web.Pod.Name == "plc" && web.Pod.Namespace == "factory" && web.Pod.ContainerName == "controller", true},
 		{"ctr containers have no pod", t1.Pod == nil, true},
 		{"bundle found under the task root", web.Bundle, podBundle},
