@@ -59,11 +59,28 @@ type Config struct {
 	Board string `toml:"board" json:"board"`
 	// Debug raises the shim's log level to debug.
 	Debug bool `toml:"debug" json:"debug"`
+	// Runc configures the runc that runs the containers which are not
+	// partitions (a pod's pause container, sidecars).
+	Runc RuncConfig `toml:"runc" json:"runc"`
 
 	// Source says where the values came from: a file path (for the
 	// defaults, the missing default file) or "runtime options config_body".
 	// Error messages name it.
 	Source string `toml:"-" json:"source"`
+}
+
+// RuncConfig is the [runc] table. Its zero value is what containerd's own
+// runc shim does by default.
+type RuncConfig struct {
+	// Binary is the runc binary, a name looked up on the daemon's PATH or
+	// an absolute path; empty means "runc".
+	Binary string `toml:"binary" json:"binary,omitempty"`
+	// Root is runc's state directory (one subdirectory per namespace);
+	// empty means /run/containerd/runc.
+	Root string `toml:"root" json:"root,omitempty"`
+	// SystemdCgroup makes runc manage cgroups through systemd; it must match
+	// the kubelet's cgroup driver.
+	SystemdCgroup bool `toml:"systemd_cgroup" json:"systemd_cgroup,omitempty"`
 }
 
 // LedgerPath is where the node-wide resource ledger lives.
@@ -148,7 +165,7 @@ func decodeConfig(data []byte, source string) (Config, error) {
 			keys[i] = k.String()
 		}
 		sort.Strings(keys)
-		return Config{}, fmt.Errorf("runphi configuration %s: unknown key %s (known: backend, state_dir, sim_dir, board, debug): %w",
+		return Config{}, fmt.Errorf("runphi configuration %s: unknown key %s (known: backend, state_dir, sim_dir, board, debug, runc.binary, runc.root, runc.systemd_cgroup): %w",
 			source, strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
 	}
 	switch cfg.Backend {
@@ -162,6 +179,10 @@ func decodeConfig(data []byte, source string) (Config, error) {
 			return Config{}, fmt.Errorf("runphi configuration %s: %s = %q: want an absolute path: %w",
 				source, dir.key, dir.value, errdefs.ErrInvalidArgument)
 		}
+	}
+	if cfg.Runc.Root != "" && !filepath.IsAbs(cfg.Runc.Root) {
+		return Config{}, fmt.Errorf("runphi configuration %s: runc.root = %q: want an absolute path: %w",
+			source, cfg.Runc.Root, errdefs.ErrInvalidArgument)
 	}
 	if cfg.Board == "" {
 		return Config{}, fmt.Errorf("runphi configuration %s: board is empty: %w", source, errdefs.ErrInvalidArgument)

@@ -71,12 +71,15 @@ func (m *manager) serve(ctx context.Context) error {
 		Config:    defaultConfigLookup(),
 		// containerd 1.6 turns codes it does not know into Unknown.
 		Containerd16: os.Getenv(grpcAddressEnv) == "",
+		CgroupV2:     hostCgroupV2(),
 	})
+	runc := newRuncTasks(ctx, m.namespace, events, nil)
+	tasks := newDispatcher(svc, runc)
 	server, err := ttrpc.NewServer()
 	if err != nil {
 		return fmt.Errorf("create ttrpc server: %w", err)
 	}
-	registerTaskService(server, svc)
+	registerTaskService(server, tasks)
 
 	dumps := make(chan os.Signal, 1)
 	signal.Notify(dumps, unix.SIGUSR1)
@@ -89,7 +92,7 @@ func (m *manager) serve(ctx context.Context) error {
 
 	var serveErr error
 	select {
-	case <-svc.done():
+	case <-tasks.done():
 	case serveErr = <-served:
 		if errors.Is(serveErr, ttrpc.ErrServerClosed) {
 			serveErr = nil
@@ -99,7 +102,11 @@ func (m *manager) serve(ctx context.Context) error {
 	// The socket file goes first, while this server still holds the
 	// address: once the listener is closed, a new `start` for the same
 	// group may find the path free and bind it, and removing the path
-	// after that would strand the new server.
+	// after that would strand the new server. The runc task service's
+	// shutdown removes it too, so it runs here as well.
+	rctx, cancel := context.WithTimeout(ctx, serverShutdownTimeout)
+	runc.close(rctx)
+	cancel()
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("remove the shim socket")
 	}

@@ -32,6 +32,9 @@ type serviceOptions struct {
 	// understands: it turns ResourceExhausted and PermissionDenied into
 	// Unknown, so they are sent as FailedPrecondition.
 	Containerd16 bool
+	// CgroupV2 makes Stats answer with cgroup v2 Metrics (a unified-only
+	// host) instead of v1 (a legacy or hybrid host).
+	CgroupV2 bool
 }
 
 // service implements the task API for partitions. One service lives in each
@@ -45,6 +48,7 @@ type service struct {
 	events    publisher
 	lookup    configLookup
 	legacy    bool          // the daemon is containerd 1.6 (see serviceOptions.Containerd16)
+	cgroupV2  bool          // Stats sends cgroup v2 Metrics
 	exit      chan struct{} // closed (once, under mu) when Shutdown lets the process end
 
 	mu       sync.Mutex
@@ -62,6 +66,7 @@ func newService(ctx context.Context, opts serviceOptions) *service {
 		events:    opts.Publisher,
 		lookup:    opts.Config,
 		legacy:    opts.Containerd16,
+		cgroupV2:  opts.CgroupV2,
 		exit:      make(chan struct{}),
 		tasks:     make(map[string]*task),
 		backends:  make(map[string]*backend),
@@ -210,6 +215,7 @@ type task struct {
 	mu             sync.Mutex
 	status         taskStatus   // guarded by mu
 	exit           caronte.Exit // guarded by mu; meaningful once status is stopped
+	startedAt      time.Time    // guarded by mu; when Start began, zero before
 	startPublished bool         // guarded by mu; TaskStart is queued
 	exitPending    bool         // guarded by mu; exited before TaskStart was queued
 	deleted        bool         // guarded by mu
@@ -257,4 +263,25 @@ func exitTime(status taskStatus, e caronte.Exit) time.Time {
 		return time.Time{}
 	}
 	return e.At
+}
+
+// usage is what the partition uses at now: its cell's CPUs and RAM, and
+// how long it has been running (from Start to its exit, or to now).
+func (t *task) usage(now time.Time) cellUsage {
+	a := t.part.Allocation()
+	var ram uint64
+	for _, r := range a.RAM {
+		ram += r.Size()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var running time.Duration
+	if !t.startedAt.IsZero() {
+		end := now
+		if t.status == statusStopped && !t.exit.At.IsZero() {
+			end = t.exit.At
+		}
+		running = end.Sub(t.startedAt)
+	}
+	return cellUsage{cpus: a.CPUs, ram: ram, running: running}
 }

@@ -26,7 +26,10 @@ const stateVersion = 1
 // shim that created it died: which backend the cell lives on, the
 // partition's record (cell name, ledger entry) and what was mounted where.
 type taskState struct {
-	Version   int    `json:"version"`
+	Version int `json:"version"`
+	// Kind is kindRunc for an ordinary container; empty for a partition
+	// (what every state file from before the runc fallback holds).
+	Kind      string `json:"kind,omitempty"`
 	ID        string `json:"id"`
 	Namespace string `json:"namespace"`
 	Bundle    string `json:"bundle"`
@@ -42,6 +45,10 @@ type taskState struct {
 	// Partition is set once the cell exists.
 	Partition *partition.Record `json:"partition,omitempty"`
 }
+
+// kindRunc marks the state of an ordinary container, which the runc task
+// service runs and containerd's runc bookkeeping in the bundle describes.
+const kindRunc = "runc"
 
 func statePath(bundle string) string { return filepath.Join(bundle, stateFileName) }
 

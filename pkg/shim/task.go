@@ -7,16 +7,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
+	"time"
 
-	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
-	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -149,8 +149,11 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 	if err != nil {
 		return nil, err
 	}
-	if _, err := route(spec, rootfs); err != nil {
+	switch kind, err := route(spec, rootfs); {
+	case err != nil:
 		return nil, err
+	case kind != targetPartition:
+		return nil, fmt.Errorf("create task %q: %w", r.GetID(), errNotPartition)
 	}
 	be, err := s.backend(cfg)
 	if err != nil {
@@ -241,6 +244,11 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 	return t, nil
 }
 
+// errNotPartition is create's answer for a container that is not a
+// partition; the dispatcher hands such a container to runc instead.
+var errNotPartition = fmt.Errorf("not a partition (annotation %s=%s, a pod's sandbox container, or an image without /boot/config.json): the shim runs it with runc: %w",
+	RuntimeAnnotation, runtimeRunc, errdefs.ErrFailedPrecondition)
+
 // readSpec reads the bundle's OCI runtime spec.
 func readSpec(bundle string) (*specs.Spec, error) {
 	path := filepath.Join(bundle, "config.json")
@@ -277,6 +285,7 @@ func (s *service) start(ctx context.Context, r *taskv3.StartRequest) (uint32, er
 		return 0, fmt.Errorf("start task %q: it is %s, only a created task can start: %w", t.id, status, errdefs.ErrFailedPrecondition)
 	}
 	t.status = statusStarting
+	t.startedAt = time.Now() // the cell's CPUs are the inmate's from here on
 	t.mu.Unlock()
 
 	err = t.proxy.Start(ctx)
@@ -286,6 +295,7 @@ func (s *service) start(ctx context.Context, r *taskv3.StartRequest) (uint32, er
 	if err != nil {
 		if t.status == statusStarting {
 			t.status = statusCreated
+			t.startedAt = time.Time{}
 		}
 		return 0, fmt.Errorf("start task %q: %w", t.id, err)
 	}
@@ -465,14 +475,16 @@ func (s *service) Shutdown(ctx context.Context, r *taskv3.ShutdownRequest) (*emp
 	return &emptypb.Empty{}, nil
 }
 
-// Stats returns an empty cgroup v2 Metrics: CRI type-switches on the cgroup
-// Metrics types and errors on anything else, and a partition has no host
-// cgroup to measure. Real numbers come with issue 5.
+// Stats describes the partition in cgroup Metrics terms (metrics.go): CPU
+// usage is the cell's CPUs times the time it has been running, memory usage
+// is the cell's RAM. It answers from memory, for a stopped task too (CRI's
+// OOM check asks after the exit).
 func (s *service) Stats(ctx context.Context, r *taskv3.StatsRequest) (*taskv3.StatsResponse, error) {
-	if _, err := s.get(r.GetID()); err != nil {
+	t, err := s.get(r.GetID())
+	if err != nil {
 		return nil, s.toRPC(err)
 	}
-	stats, err := typeurl.MarshalAnyToProto(&cgroupsv2.Metrics{})
+	stats, err := t.usage(time.Now()).metrics(s.cgroupV2)
 	if err != nil {
 		return nil, s.toRPC(err)
 	}
@@ -494,7 +506,11 @@ func (s *service) Checkpoint(ctx context.Context, r *taskv3.CheckpointTaskReques
 }
 
 func (s *service) Exec(ctx context.Context, r *taskv3.ExecProcessRequest) (*emptypb.Empty, error) {
-	return nil, s.toRPC(notImplemented("exec", "a partition has no host process to run another process beside"))
+	if _, err := s.get(r.GetID()); err != nil {
+		return nil, s.toRPC(err)
+	}
+	return nil, s.toRPC(notImplemented("exec in task "+strconv.Quote(r.GetID()),
+		"a partition has no host process: its inmate runs on its own CPUs, outside Linux"))
 }
 
 // ResizePty is accepted and ignored: a partition's console is a serial
@@ -508,10 +524,6 @@ func (s *service) ResizePty(ctx context.Context, r *taskv3.ResizePtyRequest) (*e
 	log.G(ctx).WithField("id", r.GetID()).WithField("width", r.GetWidth()).WithField("height", r.GetHeight()).
 		Debug("resize pty ignored: a partition's console has no window size")
 	return &emptypb.Empty{}, nil
-}
-
-func (s *service) Update(ctx context.Context, r *taskv3.UpdateTaskRequest) (*emptypb.Empty, error) {
-	return nil, s.toRPC(notImplemented("update", "a partition's resources are fixed when its cell is created"))
 }
 
 func notImplemented(rpc, reason string) error {
