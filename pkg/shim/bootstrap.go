@@ -7,10 +7,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// bootstrapVersion is the task API version announced to 2.3+ daemons. The
-// server registers v2 and v3 alike, so an already running server can always
-// be announced as 3 too (containerd#10888: a grouped start must report the
-// version the existing server speaks).
+// bootstrapVersion is the task API version this binary's server speaks at
+// most (it registers v2 and v3 alike) and announces to 2.3+ daemons. A
+// grouped start announces the version of the server already running
+// instead (containerd#10888), which listenSocket asks it for.
 const bootstrapVersion = 3
 
 // parseBootstrapParams tells the two kinds of `start` callers apart from
@@ -36,17 +36,18 @@ func parseBootstrapParams(stdin []byte, id, namespace string) *bootstrap.Bootstr
 	return &params
 }
 
-// startAnswer is what `start` prints: a protobuf BootstrapResult for a 2.3+
-// caller, and the plain socket address for a legacy one. The plain address
-// is the only answer containerd 1.6 understands (it dials the trimmed output
-// as is); 1.7 to 2.2 fall back to it when the output is not JSON and treat
-// it as task API version 2.
-func startAnswer(params *bootstrap.BootstrapParams, address string) ([]byte, error) {
+// startAnswer is what `start` prints: a protobuf BootstrapResult with the
+// server's task API version for a 2.3+ caller, and the plain socket address
+// for a legacy one. The plain address is the only answer containerd 1.6
+// understands (it dials the trimmed output as is); 1.7 to 2.2 fall back to
+// it when the output is not JSON and treat it as task API version 2, which
+// every runphi server speaks.
+func startAnswer(params *bootstrap.BootstrapParams, address string, version uint32) ([]byte, error) {
 	if params == nil {
 		return []byte(address), nil
 	}
 	out, err := proto.Marshal(&bootstrap.BootstrapResult{
-		Version:  bootstrapVersion,
+		Version:  int32(version),
 		Address:  address,
 		Protocol: "ttrpc",
 	})

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"fmt"
 	"testing"
 
 	bootstrap "github.com/containerd/containerd/api/runtime/bootstrap/v1"
@@ -61,7 +62,7 @@ func TestParseBootstrapParamsNeedsFlags(t *testing.T) {
 func TestStartAnswer(t *testing.T) {
 	const addr = "unix:///run/containerd/s/0123"
 	t.Run("legacy callers get the plain address", func(t *testing.T) {
-		out, err := startAnswer(nil, addr)
+		out, err := startAnswer(nil, addr, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,19 +70,21 @@ func TestStartAnswer(t *testing.T) {
 			t.Fatalf("answer %q, want %q", out, addr)
 		}
 	})
-	t.Run("2.3+ callers get a protobuf BootstrapResult version 3 over ttrpc", func(t *testing.T) {
-		out, err := startAnswer(&bootstrap.BootstrapParams{InstanceID: "t1", Namespace: "default"}, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var res bootstrap.BootstrapResult
-		if err := proto.Unmarshal(out, &res); err != nil {
-			t.Fatal(err)
-		}
-		if res.GetVersion() != 3 || res.GetAddress() != addr || res.GetProtocol() != "ttrpc" {
-			t.Fatalf("result %v, want version 3, address %s, protocol ttrpc", &res, addr)
-		}
-	})
+	for _, version := range []uint32{3, 2} {
+		t.Run(fmt.Sprintf("2.3+ callers get a protobuf BootstrapResult with the server's version %d over ttrpc", version), func(t *testing.T) {
+			out, err := startAnswer(&bootstrap.BootstrapParams{InstanceID: "t1", Namespace: "default"}, addr, version)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var res bootstrap.BootstrapResult
+			if err := proto.Unmarshal(out, &res); err != nil {
+				t.Fatal(err)
+			}
+			if res.GetVersion() != int32(version) || res.GetAddress() != addr || res.GetProtocol() != "ttrpc" {
+				t.Fatalf("result %v, want version %d, address %s, protocol ttrpc", &res, version, addr)
+			}
+		})
+	}
 }
 
 func TestDebugRequested(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -190,18 +193,22 @@ func (m *manager) start() error {
 	if grpcAddress == "" && params != nil {
 		grpcAddress = params.GetContainerdGrpcAddress()
 	}
+	group, err := groupOf(cwd(), m.id)
+	if err != nil {
+		return err
+	}
 	dir := socketDir(params, grpcAddress)
-	path, err := socketPath(dir, grpcAddress, m.namespace, groupID(m.id))
+	path, err := socketPath(dir, grpcAddress, m.namespace, group)
 	if err != nil {
 		return err
 	}
 	address := "unix://" + path
 
-	l, err := listenSocket(path)
+	l, version, err := listenSocket(path)
 	if err != nil {
 		return err
 	}
-	if l != nil { // nil: a server already answers there
+	if l != nil { // nil: a server of the group already answers there
 		if err := m.spawn(l, params); err != nil {
 			os.Remove(path)
 			return err
@@ -211,7 +218,7 @@ func (m *manager) start() error {
 	if err := os.WriteFile("address", []byte(address), 0o600); err != nil {
 		return fmt.Errorf("write %s/address: %w", cwd(), err)
 	}
-	answer, err := startAnswer(params, address)
+	answer, err := startAnswer(params, address, version)
 	if err != nil {
 		return err
 	}
@@ -219,9 +226,39 @@ func (m *manager) start() error {
 	return err
 }
 
-// groupID is the key whose tasks share one shim process. Until grouping by
-// pod arrives (issue 5) every task gets its own shim.
-func groupID(id string) string { return id }
+// groupAnnotations put a container into the shim of an existing group, in
+// the order containerd's runc shim reads them: an explicit group for users
+// that are not CRI, then the pod's sandbox id, which CRI sets on the pause
+// container (its own id) and on every container of the pod.
+var groupAnnotations = []string{runcGroupAnnotation, criSandboxID}
+
+// groupOf returns the group of task id from the spec in its bundle: the
+// first group annotation present, else the task's own id. A bundle without
+// a spec (a daemon that writes it later, a test) is a group of its own; a
+// spec that does not decode is an error, since guessing could split a pod
+// over two shims.
+func groupOf(bundle, id string) (string, error) {
+	path := filepath.Join(bundle, "config.json")
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return id, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the group of task %q: %w", id, err)
+	}
+	var spec struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return "", fmt.Errorf("read the group of task %q from %s: %w", id, path, err)
+	}
+	for _, a := range groupAnnotations {
+		if g := spec.Annotations[a]; g != "" {
+			return g, nil
+		}
+	}
+	return id, nil
+}
 
 // socketDir is where the task sockets live: the 2.3+ daemon's socket_dir,
 // or "s" beside containerd's own socket, which keeps a private daemon's
@@ -246,13 +283,15 @@ func socketPath(dir, grpcAddress, namespace, group string) (string, error) {
 	return path, nil
 }
 
-// listenSocket binds path (0600 in a 0700 directory). If a shim server
-// that is not shutting down already serves there it returns (nil, nil). A
+// listenSocket binds path (0600 in a 0700 directory) and returns the
+// listener and the task API version a server started on it speaks. If a
+// shim server that is not shutting down already serves there, it returns a
+// nil listener and the highest task API version that server answers. A
 // stale socket file is replaced; a server on its way out is waited for, so
 // that its address is never handed to containerd just before it vanishes.
-func listenSocket(path string) (*net.UnixListener, error) {
+func listenSocket(path string) (*net.UnixListener, uint32, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
+		return nil, 0, fmt.Errorf("create socket directory: %w", err)
 	}
 	deadline := time.Now().Add(exitingServerWait)
 	for {
@@ -260,21 +299,21 @@ func listenSocket(path string) (*net.UnixListener, error) {
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		unix.Umask(old)
 		if err == nil {
-			return l, nil
+			return l, bootstrapVersion, nil
 		}
 		if !errors.Is(err, unix.EADDRINUSE) {
-			return nil, fmt.Errorf("listen on %s: %w", path, err)
+			return nil, 0, fmt.Errorf("listen on %s: %w", path, err)
 		}
-		switch serverState(path) {
+		switch state, version := serverState(path); state {
 		case serverServing:
-			return nil, nil
+			return nil, version, nil
 		case serverGone:
 			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("remove stale socket: %w", err)
+				return nil, 0, fmt.Errorf("remove stale socket: %w", err)
 			}
 		case serverExiting:
 			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("listen on %s: the shim serving there has been shutting down for %v: %w",
+				return nil, 0, fmt.Errorf("listen on %s: the shim serving there has been shutting down for %v: %w",
 					path, exitingServerWait, unix.EADDRINUSE)
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -294,20 +333,32 @@ const (
 	serverExiting                     // something listens but does not serve (a shim shutting down)
 )
 
-// serverState probes the socket at path with a task API Connect.
-func serverState(path string) socketServer {
+// serverState probes the socket at path with a task API Connect, and
+// reports which task API the server speaks: a grouped `start` must announce
+// the version of the server that is running, which after an upgrade may be
+// an older shim than this binary (containerd#10888). It asks for v3 first;
+// a server without the v3 service (ttrpc answers Unimplemented) is asked
+// for v2.
+func serverState(path string) (socketServer, uint32) {
 	conn, err := net.DialTimeout("unix", path, 200*time.Millisecond)
 	if err != nil {
-		return serverGone
+		return serverGone, 0
 	}
 	client := ttrpc.NewClient(conn)
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if _, err := taskv2.NewTTRPCTaskClient(client).Connect(ctx, &taskv2.ConnectRequest{}); err != nil {
-		return serverExiting
+	_, err = taskv3.NewTTRPCTaskClient(client).Connect(ctx, &taskv3.ConnectRequest{})
+	if err == nil {
+		return serverServing, 3
 	}
-	return serverServing
+	if status.Code(err) != codes.Unimplemented {
+		return serverExiting, 0
+	}
+	if _, err := taskv2.NewTTRPCTaskClient(client).Connect(ctx, &taskv2.ConnectRequest{}); err != nil {
+		return serverExiting, 0
+	}
+	return serverServing, 2
 }
 
 // socketAnswers reports whether something accepts connections at path.
@@ -365,8 +416,10 @@ func (m *manager) spawn(l *net.UnixListener, params *bootstrap.BootstrapParams) 
 
 // delete is the cleanup containerd runs after the shim died (or after a
 // failed start): destroy the partition from the state file alone, unmount
-// the rootfs, remove the state, report 137. It never dials the old socket
-// for long, so it is fast when that is gone, and it is idempotent.
+// the rootfs, remove the state, report 137. An ordinary container is
+// force-deleted with runc and reports the exit runc's service recorded. It
+// never dials the old socket for long, so it is fast when that is gone,
+// and it is idempotent.
 func (m *manager) delete(ctx context.Context) error {
 	// containerd logs delete's stderr as a warning.
 	logrus.SetOutput(m.stderr)
@@ -378,14 +431,21 @@ func (m *manager) delete(ctx context.Context) error {
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("id", m.id).WithField("namespace", m.namespace))
 
 	var errs []error
-	pid := uint32(0)
+	resp := &taskv3.DeleteResponse{ExitStatus: exitStatusKilled, ExitedAt: timestamppb.Now()}
 	st, err := readState(bundle)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		errs = append(errs, err)
+	case st.Kind == kindRunc:
+		exit, err := deleteRunc(ctx, bundle, m.id, m.namespace)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		resp.Pid, resp.ExitStatus, resp.ExitedAt = uint32(exit.pid), uint32(exit.status), timestamppb.New(exit.at)
 	default:
-		pid = uint32(st.ShimPid)
+		resp.Pid = uint32(st.ShimPid)
 		if st.Partition != nil {
 			if err := destroyRecorded(ctx, st); err != nil {
 				errs = append(errs, err)
@@ -410,11 +470,7 @@ func (m *manager) delete(ctx context.Context) error {
 	if err := removeState(bundle); err != nil {
 		return err
 	}
-	out, err := proto.Marshal(&taskv3.DeleteResponse{
-		Pid:        pid,
-		ExitStatus: exitStatusKilled,
-		ExitedAt:   timestamppb.Now(),
-	})
+	out, err := proto.Marshal(resp)
 	if err != nil {
 		return fmt.Errorf("marshal delete response: %w", err)
 	}

@@ -333,3 +333,131 @@ func TestDeleteAfterShimDied(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupOf(t *testing.T) {
+	cases := []struct {
+		name    string
+		spec    string // config.json; empty: none
+		want    string
+		wantErr bool
+	}{
+		{"no spec: a group of its own", "", "c1", false},
+		{"no group annotation: a group of its own", `{"annotations":{"a":"b"}}`, "c1", false},
+		{"a CRI container joins its pod", `{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}`, "pod1", false},
+		{"the runc group annotation wins, as in containerd's runc shim",
+			`{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1","io.containerd.runc.v2.group":"g1"}}`, "g1", false},
+		{"an empty annotation is no group", `{"annotations":{"io.kubernetes.cri.sandbox-id":""}}`, "c1", false},
+		{"a spec that does not decode is an error, not a guess", `{"annotations":`, "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bundle := t.TempDir()
+			if tc.spec != "" {
+				writeFile(t, filepath.Join(bundle, "config.json"), tc.spec)
+			}
+			got, err := groupOf(bundle, "c1")
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "config.json") {
+					t.Fatalf("groupOf = %q, %v; want an error naming config.json", got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("groupOf = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestStartGroupsAPod runs `start` for the pause container of a pod and
+// for a container of the same pod, as containerd 1.6 (and 2.x with a
+// version-2 shim) does for every container: the second start returns the
+// running server's address, so the pod has one shim process. A container
+// of another pod gets its own.
+func TestStartGroupsAPod(t *testing.T) {
+	d := newDaemon(t)
+	bundles := map[string]string{}
+	for id, pod := range map[string]string{"pause1": "pause1", "c1": "pause1", "pause2": "pause2"} {
+		bundles[id] = d.bundle(t, id)
+		writeFile(t, filepath.Join(bundles[id], "config.json"),
+			`{"annotations":{"io.kubernetes.cri.sandbox-id":"`+pod+`"}}`)
+	}
+	ctx := context.Background()
+	shimPid := func(address, id string) uint32 {
+		t.Helper()
+		c, err := taskv2.NewTTRPCTaskClient(dialTTRPC(t, address)).Connect(ctx, &taskv2.ConnectRequest{ID: id})
+		if err != nil {
+			t.Fatalf("Connect %s: %v", address, err)
+		}
+		return c.GetShimPid()
+	}
+
+	pause1, err := d.shim(t, bundles["pause1"], "pause1", nil, "start")
+	if err != nil {
+		t.Fatalf("start pause1: %v: %s", err, pause1)
+	}
+	want, _ := socketPath(filepath.Join(d.dir, "s"), d.grpc, "default", "pause1")
+	if string(pause1) != "unix://"+want {
+		t.Fatalf("start pause1 = %q, want the pod's socket unix://%s", pause1, want)
+	}
+	c1, err := d.shim(t, bundles["c1"], "c1", nil, "start")
+	if err != nil || string(c1) != string(pause1) {
+		t.Fatalf("start c1 = %q, %v; want the pod's address %q", c1, err, pause1)
+	}
+	if a, _ := os.ReadFile(filepath.Join(bundles["c1"], "address")); string(a) != string(pause1) {
+		t.Errorf("c1's address file %q, want the pod's address (1.6 reconnects through it)", a)
+	}
+	// A 2.3+ daemon joining the pod gets the version of the running server.
+	params, _ := proto.Marshal(&bootstrap.BootstrapParams{InstanceID: "c1", Namespace: "default",
+		ContainerdGrpcAddress: "unix://" + d.grpc, ContainerdTtrpcAddress: "unix://" + d.ttrpc})
+	out, err := d.shim(t, bundles["c1"], "c1", params, "start")
+	var res bootstrap.BootstrapResult
+	if err != nil || proto.Unmarshal(out, &res) != nil || res.GetAddress() != string(pause1) || res.GetVersion() != 3 {
+		t.Fatalf("2.3+ start of c1 = %v (%q), %v; want %s, version 3", &res, out, err, pause1)
+	}
+	pause2, err := d.shim(t, bundles["pause2"], "pause2", nil, "start")
+	if err != nil || string(pause2) == string(pause1) {
+		t.Fatalf("start pause2 = %q, %v; want a socket of its own", pause2, err)
+	}
+	if a, b := shimPid(string(pause1), "c1"), shimPid(string(pause2), "pause2"); a == b {
+		t.Fatalf("two pods share shim process %d", a)
+	}
+
+	for _, address := range []string{string(pause1), string(pause2)} {
+		client := taskv2.NewTTRPCTaskClient(dialTTRPC(t, address))
+		if _, err := client.Shutdown(ctx, &taskv2.ShutdownRequest{}); err != nil && !strings.Contains(err.Error(), "closed") {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		waitGone(t, strings.TrimPrefix(address, "unix://"))
+	}
+}
+
+// TestDeleteAfterRuncShimDied runs `delete` on the bundle of an ordinary
+// container whose shim died: it reports the exit the runc service recorded
+// in exit.json (not 137) and removes the state, even though runc no longer
+// knows the container.
+func TestDeleteAfterRuncShimDied(t *testing.T) {
+	d := newDaemon(t)
+	bundle := d.bundle(t, "r1")
+	if err := writeState(&taskState{Kind: kindRunc, ID: "r1", Namespace: "default", Bundle: bundle, ShimPid: 99}); err != nil {
+		t.Fatal(err)
+	}
+	// What containerd's runc task service writes into a bundle.
+	writeFile(t, filepath.Join(bundle, "options.json"), `{"binary_name":"/nonexistent/runc"}`)
+	writeFile(t, filepath.Join(bundle, "exit.json"), `{"Timestamp":"2026-12-01T10:00:00Z","Pid":4321,"Status":7}`)
+
+	out, err := d.shim(t, bundle, "r1", nil, "-bundle", bundle, "delete")
+	if err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	var resp taskv3.DeleteResponse
+	if err := proto.Unmarshal(out, &resp); err != nil {
+		t.Fatalf("delete printed %q: %v", out, err)
+	}
+	if resp.GetPid() != 4321 || resp.GetExitStatus() != 7 || resp.GetExitedAt().AsTime().Format(time.RFC3339) != "2026-12-01T10:00:00Z" {
+		t.Fatalf("delete = %v, want runc's recorded exit: pid 4321, status 7", &resp)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
+		t.Errorf("state file after delete: %v", err)
+	}
+}

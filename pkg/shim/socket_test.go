@@ -102,9 +102,9 @@ func TestListenSocket(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "s")
 	path := filepath.Join(dir, "sock")
 
-	l, err := listenSocket(path)
-	if err != nil {
-		t.Fatal(err)
+	l, version, err := listenSocket(path)
+	if err != nil || version != bootstrapVersion {
+		t.Fatalf("listenSocket = %v, %d, %v; want a listener for a version %d server", l, version, err, bootstrapVersion)
 	}
 	for p, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, path: 0o600 | os.ModeSocket} {
 		fi, err := os.Stat(p)
@@ -118,10 +118,10 @@ func TestListenSocket(t *testing.T) {
 	l.SetUnlinkOnClose(false)
 	svc := serveShim(t, l)
 
-	t.Run("a serving shim is reused", func(t *testing.T) {
-		again, err := listenSocket(path)
-		if err != nil || again != nil {
-			t.Fatalf("listenSocket = %v, %v; want nil, nil", again, err)
+	t.Run("a serving shim is reused, with the version it speaks", func(t *testing.T) {
+		again, version, err := listenSocket(path)
+		if err != nil || again != nil || version != 3 {
+			t.Fatalf("listenSocket = %v, %d, %v; want nil, 3, nil", again, version, err)
 		}
 	})
 
@@ -136,7 +136,7 @@ func TestListenSocket(t *testing.T) {
 			l.Close()
 		}()
 		begin := time.Now()
-		fresh, err := listenSocket(path)
+		fresh, _, err := listenSocket(path)
 		if err != nil || fresh == nil {
 			t.Fatalf("listenSocket = %v, %v; want a new listener", fresh, err)
 		}
@@ -155,9 +155,33 @@ func TestListenSocketReplacesStaleFile(t *testing.T) {
 	}
 	l.SetUnlinkOnClose(false)
 	l.Close() // the file stays, nothing listens: a shim that was SIGKILLed
-	fresh, err := listenSocket(path)
+	fresh, _, err := listenSocket(path)
 	if err != nil || fresh == nil {
 		t.Fatalf("listenSocket = %v, %v; want a listener", fresh, err)
 	}
 	fresh.Close()
+}
+
+// An older shim still serving the group after an upgrade may speak only
+// task API v2; a grouped start must announce what it speaks
+// (containerd#10888), not what this binary would.
+func TestListenSocketAnnouncesAnOlderServersVersion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(context.Background(), serviceOptions{Namespace: "default", Pid: 1, Publisher: &recorder{}})
+	server.RegisterService(taskServiceV2, taskServiceDesc(svc)) // no v3
+	go server.Serve(context.Background(), l)
+	t.Cleanup(func() { server.Close() })
+
+	again, version, err := listenSocket(path)
+	if err != nil || again != nil || version != 2 {
+		t.Fatalf("listenSocket = %v, %d, %v; want the running server, version 2", again, version, err)
+	}
 }
