@@ -244,7 +244,7 @@ func TestCLICommandsJSON(t *testing.T) {
 			{"state", "ok", "1 partition(s)"},
 			{"containerd", "ok", version},
 			{"shim", "ok", filepath.Join(binDir(), "containerd-shim-runphi-v2")},
-			{"cri", "ok", "CRI is disabled"},
+			{"cri", "ok", `CRI runtime "runphi" reads ConfigPath ` + cfg},
 		} {
 			st, detail, _ := doc.check(want.check)
 			if st != want.status || !strings.Contains(detail, want.detail) {

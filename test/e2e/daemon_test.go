@@ -157,8 +157,9 @@ func startDaemon(t *testing.T, s daemonSpec) *daemon {
 			t.Fatal(err)
 		}
 	}
-	runphiConfig := filepath.Join(dir, "runphi.toml")
+	runphiConfig := d.runphiConfig()
 	writeFile(t, runphiConfig, fmt.Sprintf("backend = \"sim\"\nstate_dir = %q\nsim_dir = %q\nboard = \"qemu-arm64\"\n", d.stateDir, d.simDir))
+	d.writeCNIConfig(t)
 	writeFile(t, filepath.Join(dir, "config.toml"), d.config())
 
 	logf, err := os.Create(d.logPath)
@@ -203,29 +204,55 @@ func startDaemon(t *testing.T, s daemonSpec) *daemon {
 	return d
 }
 
-// config is the daemon's configuration: everything under d.dir, CRI off
-// (the suite drives containerd through ctr only).
+// config is the daemon's configuration: everything under d.dir, and CRI on
+// with what it needs on these machines (containerd-on-this-machine.md §5):
+// a local pause image, restrict_oom_score_adj (root lacks CAP_SYS_RESOURCE),
+// a loopback-only CNI configuration (host-network pods), and the runtime
+// handler "runphi" whose ConfigPath is the suite's runphi.toml.
 func (d *daemon) config() string {
 	if d.major < 2 {
 		return fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = %q
 [ttrpc]
   address = %q
-`, filepath.Join(d.dir, "root"), filepath.Join(d.dir, "state"), d.sock, d.sock+".ttrpc")
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runphi]
+    runtime_type = %q
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runphi.options]
+      ConfigPath = %q
+`, filepath.Join(d.dir, "root"), filepath.Join(d.dir, "state"), d.sock, d.sock+".ttrpc",
+			pauseImage.ref, cniBinDir, d.cniConfDir(), runtimeName, d.runphiConfig())
 	}
 	return fmt.Sprintf(`version = 3
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]
 [grpc]
   address = %q
 [ttrpc]
   address = %q
-`, filepath.Join(d.dir, "root"), filepath.Join(d.dir, "state"), d.sock, d.sock+".ttrpc")
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = %q
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = [%q]
+    conf_dir = %q
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runphi]
+    runtime_type = %q
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runphi.options]
+      ConfigPath = %q
+`, filepath.Join(d.dir, "root"), filepath.Join(d.dir, "state"), d.sock, d.sock+".ttrpc",
+		pauseImage.ref, cniBinDir, d.cniConfDir(), runtimeName, d.runphiConfig())
 }
 
 // stopDaemons stops every daemon by its pid and removes its work dir, after
@@ -234,6 +261,7 @@ func stopDaemons() {
 	daemonsMu.Lock()
 	defer daemonsMu.Unlock()
 	for name, d := range daemons {
+		d.removeAllPods(nil)
 		d.removeAllTasks(nil)
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -387,6 +415,7 @@ func (d *daemon) removeAllTasks(t testing.TB) {
 // daemon, the shims, the mounts, the simulator and the ledger are back to
 // nothing.
 func (d *daemon) cleanupAfterTest(t *testing.T) {
+	d.removeAllPods(t)
 	d.removeAllTasks(t)
 	d.assertNothingLeft(t)
 	if t.Failed() {

@@ -15,8 +15,10 @@ import (
 
 // testImage is an image the suite builds and imports.
 type testImage struct {
-	ref   string            // normalised name, as ctr lists it
-	files map[string]string // rootfs content; nil: built from examples/demo with the runphi CLI
+	ref    string                           // normalised name, as ctr lists it
+	files  map[string]string                // rootfs content; nil with no rootfs: built from examples/demo with the runphi CLI
+	rootfs func(t testing.TB, root string) // fills the rootfs before files are written (a busybox tree)
+	cmd    []string                         // the image's Cmd; /boot/boot.bin when empty
 }
 
 // Inmate scripts of the test images (the simulator's #!runphi-sim language).
@@ -66,13 +68,16 @@ func imageTar(t testing.TB, img testImage) string {
 	}
 	name := strings.NewReplacer("/", "_", ":", "_").Replace(img.ref)
 	out := filepath.Join(imagesDir, name+".tar")
-	if img.files == nil {
+	if img.files == nil && img.rootfs == nil {
 		cmd := exec.Command(filepath.Join(binDir(), "runphi"), "image", "build", "../../examples/demo", "-o", out, "--ref", img.ref)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("runphi image build examples/demo: %v\n%s", err, b)
 		}
 	} else {
 		root := filepath.Join(imagesDir, name+".rootfs")
+		if img.rootfs != nil {
+			img.rootfs(t, root)
+		}
 		for p, data := range img.files {
 			full := filepath.Join(root, p)
 			if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
@@ -82,7 +87,11 @@ func imageTar(t testing.TB, img testImage) string {
 				t.Fatal(err)
 			}
 		}
-		if _, err := ociimage.BuildFile(out, root, ociimage.Options{Ref: img.ref, Cmd: []string{"/boot/boot.bin"}}); err != nil {
+		cmd := img.cmd
+		if len(cmd) == 0 {
+			cmd = []string{"/boot/boot.bin"}
+		}
+		if _, err := ociimage.BuildFile(out, root, ociimage.Options{Ref: img.ref, Cmd: cmd, Env: []string{"PATH=/bin"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
