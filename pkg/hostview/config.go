@@ -44,6 +44,8 @@ type Config struct {
 	SimDir   string `toml:"sim_dir" json:"sim_dir"`
 	Board    string `toml:"board" json:"board"`
 	Debug    bool   `toml:"debug" json:"debug"`
+	// Runc configures the runc that runs a pod's non-partition containers.
+	Runc RuncConfig `toml:"runc" json:"runc"`
 
 	// Source is the file the values came from; for the defaults, the
 	// default file that was missing.
@@ -60,12 +62,19 @@ type Config struct {
 	BackendDefaulted bool `toml:"-" json:"backend_defaulted,omitempty"`
 }
 
+// RuncConfig is the [runc] table.
+type RuncConfig struct {
+	Binary        string `toml:"binary" json:"binary,omitempty"`
+	Root          string `toml:"root" json:"root,omitempty"`
+	SystemdCgroup bool   `toml:"systemd_cgroup" json:"systemd_cgroup,omitempty"`
+}
+
 // LedgerPath is where the node-wide resource ledger lives.
 func (c Config) LedgerPath() string { return filepath.Join(c.StateDir, "ledger.json") }
 
 // ConfigKeys are the keys a configuration file may hold, in the order the
 // documentation lists them.
-var ConfigKeys = []string{"backend", "state_dir", "sim_dir", "board", "debug"}
+var ConfigKeys = []string{"backend", "state_dir", "sim_dir", "board", "debug", "runc.binary", "runc.root", "runc.systemd_cgroup"}
 
 // LoadOptions says where LoadConfig looks. The zero value means the real
 // environment and paths.
@@ -177,6 +186,9 @@ func DecodeConfig(data []byte, source string) (Config, error) {
 		if !filepath.IsAbs(dir.value) {
 			return Config{}, fmt.Errorf("runphi configuration %s: %s = %q: want an absolute path", source, dir.key, dir.value)
 		}
+	}
+	if cfg.Runc.Root != "" && !filepath.IsAbs(cfg.Runc.Root) {
+		return Config{}, fmt.Errorf("runphi configuration %s: runc.root = %q: want an absolute path", source, cfg.Runc.Root)
 	}
 	if cfg.Board == "" {
 		return Config{}, fmt.Errorf("runphi configuration %s: board is empty", source)
