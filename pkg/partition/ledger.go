@@ -462,6 +462,11 @@ func processStart(pid int) (uint64, bool) {
 	return start, true
 }
 
+// OwnerAlive reports whether the process that made the entry (its owner
+// shim) still runs. An entry whose owner is gone and whose cell does not
+// exist is reclaimed by the next allocation.
+func (e Entry) OwnerAlive() bool { return processAlive(e.PID, e.PIDStart) }
+
 // processAlive reports whether the process that made an entry still runs:
 // pid exists, is not a zombie, and (when recorded) started at start.
 func processAlive(pid int, start uint64) bool {
