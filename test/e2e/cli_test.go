@@ -86,7 +86,9 @@ type (
 			Namespace   string `json:"namespace"`
 			ContainerID string `json:"container_id"`
 			Pod         *struct {
-				Name string `json:"name"`
+				Name          string `json:"name"`
+				Namespace     string `json:"namespace"`
+				ContainerName string `json:"container_name"`
 			} `json:"pod"`
 			Cell   string `json:"cell"`
 			CellID int    `json:"cell_id"`
@@ -525,5 +527,35 @@ func TestNerdctlRunsPartition(t *testing.T) {
 		if got, want := consoleLines(r.stdout), demoLines(t); !slices.Equal(got, want) {
 			t.Errorf("nerdctl run printed %q, want the demo's lines %q", got, want)
 		}
+	})
+}
+
+// TestPsShowsCRIPod runs a partition in a CRI pod: runphi ps names the pod
+// from the CRI annotations, leaves the pod's pause container (runc) out, and
+// cells names the partition's owner in containerd's k8s.io namespace.
+func TestPsShowsCRIPod(t *testing.T) {
+	needCRI(t)
+	forEachDaemon(t, func(t *testing.T, d *daemon) {
+		pod := d.runPod(t, "ps-pod")
+		cid := pod.start(t, forever)
+		d.waitState(t, cid, "CONTAINER_RUNNING", 20*time.Second)
+
+		var ps psJSON
+		runphiJSON(t, &ps, "ps", "--json", "--config", d.runphiConfig())
+		if len(ps.Partitions) != 1 {
+			t.Fatalf("ps lists %d partitions, want the pod's one partition (not its pause container): %+v", len(ps.Partitions), ps.Partitions)
+		}
+		p := ps.Partitions[0]
+		if p.ContainerID != cid || p.Namespace != "k8s.io" || p.Pod == nil || p.Pod.Name != "ps-pod" ||
+			p.Pod.Namespace != "runphi-e2e" || p.Pod.ContainerName != forever.name ||
+			p.State != "running" || !p.ShimAlive || p.Console != "ivshmem" || len(p.Problems) != 0 {
+			t.Errorf("ps row for the CRI partition: %+v (pod %+v)", p, p.Pod)
+		}
+		var cells cellsJSON
+		runphiJSON(t, &cells, "cells", "--json", "--config", d.runphiConfig())
+		if n := len(cells.Cells); n != 2 || cells.Cells[1].Owner != "k8s.io/"+cid {
+			t.Errorf("cells: %+v, want the root cell and the partition owned by k8s.io/%s", cells.Cells, cid)
+		}
+		pod.remove(t)
 	})
 }
