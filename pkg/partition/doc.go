@@ -5,10 +5,16 @@
 //   - the boot description an image ships in /boot/config.json (bootdesc.go),
 //   - the board profile that says which CPUs, RAM and devices partitions may
 //     use on a machine and what its root cell looks like (board.go),
-//   - the resources a container asks for in its OCI spec (request.go),
-//   - the node-wide ledger of what every partition holds (ledger.go),
+//   - the resources a container asks for in its OCI spec and runphi.io/
+//     annotations (request.go),
+//   - the allocator, a pure function of the board, what is held and the
+//     request (allocate.go),
+//   - the node-wide ledger of what every partition holds, healed against
+//     the hypervisor on every allocation (ledger.go),
 //   - the cell configuration generated for one partition (plan.go,
-//     generate.go), and
+//     generate.go), checked with jailhouse.Check before it is created
+//     (check.go), or an image's prebuilt cell, accepted only inside what
+//     the allocator may grant (prebuilt.go), and
 //   - the live partition: create, load, start, shutdown, destroy, with
 //     rollback of every step on failure (partition.go).
 //
@@ -21,8 +27,12 @@
 //   - Nothing read from an image leaves the image's rootfs: every file is
 //     opened through an os.Root, so symlinks and ".." cannot reach the host.
 //   - An image asks for sizes, never addresses it did not declare as its own
-//     load address: CPUs and RAM come from the ledger, everything else from
-//     the board profile.
+//     load address: CPUs, RAM, interrupts and links come from the ledger,
+//     everything else from the board profile. A prebuilt cell's addresses
+//     are taken only if the allocator could have granted them.
+//   - No two live partitions share a CPU, a byte of their own RAM, an
+//     interrupt, an ivshmem slot, a dedicated UART or an RPU; a link's
+//     memory is shared by its two ends only.
 //   - A ledger entry exists for every cell this package created and has not
 //     destroyed; it is released only once the cell is known to be gone.
 //   - Create is all-or-nothing: on any error no cell and no ledger entry is
