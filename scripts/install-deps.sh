@@ -6,12 +6,16 @@
 #     `go install` into $RUNPHI_TOOLS_BIN (default /opt/runphi-tools/bin),
 #     about 100 s on 2 cores the first time;
 #   - nerdctl v2.2.1 built from the Go module proxy into the same directory
-#     (about 60 s more), for the nerdctl test and docs/nerdctl.md.
+#     (about 60 s more), for the nerdctl test and docs/nerdctl.md;
+#   - CNI plugins from Debian and crictl v1.37.0 from the Go module proxy
+#     (about 30 s), for the CRI tests; critest v1.37.0 only for
+#     `make critest` (RUNPHI_CRITEST=1, about 25 s).
 # Idempotent and quiet: it prints one line per thing it installs, nothing
 # when everything is present.
 set -euo pipefail
 
 CONTAINERD2_VERSION=${CONTAINERD2_VERSION:-v2.4.2}
+CRI_TOOLS_VERSION=${CRI_TOOLS_VERSION:-v1.37.0}
 NERDCTL_VERSION=${NERDCTL_VERSION:-v2.2.1}
 TOOLS_BIN=${RUNPHI_TOOLS_BIN:-/opt/runphi-tools/bin}
 export PATH=/usr/local/go/bin:$PATH
@@ -30,6 +34,9 @@ missing=()
 [ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+# CNI plugins in /usr/lib/cni: the e2e daemons run CRI with a loopback
+# network (host-network pods), `make critest` with a bridge.
+[ -x /usr/lib/cni/loopback ] && [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
 	say "apt-get install ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -85,4 +92,39 @@ if ! have_nerdctl; then
 		-o "$TOOLS_BIN/nerdctl" ./cmd/nerdctl) || { rm -rf "$work"; die "building nerdctl $NERDCTL_VERSION failed"; }
 	rm -rf "$work"
 	have_nerdctl || die "nerdctl $NERDCTL_VERSION in $TOOLS_BIN does not report its version"
+fi
+
+# 4. crictl from the Go module proxy (module path sigs.k8s.io/cri-tools, not
+# github.com/kubernetes-sigs/…), about 30 s the first time. `go install`
+# leaves its version "unknown", so the version is linked in as cri-tools'
+# own Makefile does.
+have_crictl() {
+	local out
+	[ -x "$TOOLS_BIN/crictl" ] || return 1
+	out=$("$TOOLS_BIN/crictl" --version 2>/dev/null) && [[ $out == *" ${CRI_TOOLS_VERSION#v}" || $out == *" $CRI_TOOLS_VERSION" ]]
+}
+if ! have_crictl; then
+	say "go install crictl $CRI_TOOLS_VERSION into $TOOLS_BIN (about 30 s the first time)"
+	mkdir -p "$TOOLS_BIN"
+	(cd / && GOBIN=$TOOLS_BIN GOFLAGS= go install \
+		-ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" \
+		"sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION")
+	have_crictl || die "crictl $CRI_TOOLS_VERSION in $TOOLS_BIN does not report its version"
+fi
+
+# 5. critest, only when asked (`make critest` sets RUNPHI_CRITEST=1): it is a
+# Go test binary, so `go test -c` in the module's directory builds it
+# (about 25 s); `go install` cannot.
+have_critest() {
+	[ -x "$TOOLS_BIN/critest" ] && [ "$(cat "$TOOLS_BIN/critest.version" 2>/dev/null)" = "$CRI_TOOLS_VERSION" ]
+}
+if [ "${RUNPHI_CRITEST:-}" = 1 ] && ! have_critest; then
+	say "build critest $CRI_TOOLS_VERSION into $TOOLS_BIN (about 25 s the first time)"
+	mkdir -p "$TOOLS_BIN"
+	src=$(cd / && GOFLAGS= go mod download -json "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[ -n "$src" ] && [ -d "$src" ] || die "go mod download sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION gave no source directory"
+	(cd "$src" && GOFLAGS= go test -c -o "$TOOLS_BIN/critest" ./cmd/critest) ||
+		die "building critest $CRI_TOOLS_VERSION failed"
+	echo "$CRI_TOOLS_VERSION" > "$TOOLS_BIN/critest.version"
 fi
