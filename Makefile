@@ -13,9 +13,9 @@ BINARIES := containerd-shim-runphi-v2 runphi
 CROSS_PLATFORMS := linux/arm64 linux/arm linux/amd64
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-# -X names a variable in each binary's main package and the shim package's
-# exported Version; the linker ignores names that do not exist.
-LDFLAGS := -s -w -X main.version=$(VERSION) -X github.com/runphi/runphi/pkg/shim.Version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# -X names variables of each binary's main package (-v / version print them).
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 # Static, reproducible binaries: no cgo, no build paths.
 BUILD_FLAGS := -trimpath -ldflags '$(LDFLAGS)'
 
