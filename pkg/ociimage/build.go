@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -151,7 +152,8 @@ func Build(w io.Writer, dir string, opts Options) (*Image, error) {
 func BuildFile(out, dir string, opts Options) (img *Image, retErr error) {
 	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
 	if err != nil {
-		return nil, err
+		// The temporary name means nothing to the user; name the output.
+		return nil, fmt.Errorf("write %s: %w", out, unwrapPathError(err))
 	}
 	defer func() {
 		if retErr != nil {
@@ -300,4 +302,14 @@ func sortedKeys(m map[string][]byte) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// unwrapPathError drops the path of an *os.PathError (here a temporary file's)
+// and keeps its cause, e.g. "no such file or directory".
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

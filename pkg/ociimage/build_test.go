@@ -394,3 +394,19 @@ func TestParseReference(t *testing.T) {
 		})
 	}
 }
+
+func TestBuildFileIntoMissingDirectoryNamesTheOutput(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "nonexistent", "x.tar")
+	_, err := BuildFile(out, dir, Options{Ref: "docker.io/runphi/x:latest"})
+	if err == nil || !strings.Contains(err.Error(), out) || strings.Contains(err.Error(), ".x.tar.") {
+		t.Fatalf("BuildFile into a missing directory: %v, want an error naming %s and not the temporary file", err, out)
+	}
+}
+
+func TestReferenceWithSpaceNamesTheSpace(t *testing.T) {
+	_, err := ParseReference("BAD REF")
+	if err == nil || !strings.Contains(err.Error(), "white space") {
+		t.Fatalf("ParseReference(\"BAD REF\") = %v, want an error about white space", err)
+	}
+}

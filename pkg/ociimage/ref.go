@@ -3,6 +3,7 @@ package ociimage
 import (
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // Reference is an image name split the way containerd stores it.
@@ -29,6 +30,9 @@ func ParseReference(ref string) (Reference, error) {
 	}
 	if strings.Contains(ref, "@") {
 		return Reference{}, fmt.Errorf("image reference %q: a digest cannot be given, it is computed by the build", ref)
+	}
+	if strings.ContainsFunc(ref, unicode.IsSpace) {
+		return Reference{}, fmt.Errorf("image reference %q: contains white space", ref)
 	}
 	if strings.ToLower(ref) != ref && !hasDomain(ref) {
 		return Reference{}, fmt.Errorf("image reference %q: repository names must be lowercase", ref)
