@@ -184,11 +184,11 @@ func (b *Board) allocate(h *holdings, peers []Entry, owner string, req Request) 
 			return Allocation{}, err
 		}
 	}
-	// RAM is placed on a copy of the holdings, so the loader area and link
-	// memory avoid the main block.
-	ram := slices.Clone(h.ram)
+	// RAM is placed on a copy of the holdings (its maps shared, read
+	// only), so the loader area and link memory avoid the main block
+	// without h changing when a later step fails.
 	hh := *h
-	hh.ram = ram
+	hh.ram = slices.Clone(h.ram)
 	main, err := b.firstFit(&hh, req.Memory)
 	if err != nil {
 		return Allocation{}, err

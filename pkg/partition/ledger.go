@@ -184,12 +184,8 @@ func (c foreignCell) hold(h *holdings) {
 		}
 	}
 	for _, ic := range c.config.IRQChips {
-		for w, bits := range ic.PinBitmap {
-			for i := range uint32(32) {
-				if bits&(1<<i) != 0 {
-					h.pins[ic.PinBase+uint32(w)*32+i] = holder
-				}
-			}
+		for _, p := range Pins(&jailhouse.Cell{IRQChips: []jailhouse.IRQChip{ic}}, ic.Address) {
+			h.pins[p] = holder
 		}
 	}
 	for _, p := range c.config.PCIDevices {
