@@ -91,6 +91,12 @@ type Board struct {
 	// devices; cells with devices get one that puts their INTx lines on
 	// allocated SPIs.
 	VPCIIRQBase uint32
+	// MsgReplyTimeout is the msg_reply_timeout of cells whose inmate
+	// answers shutdown requests (comm_region "active"): the hypervisor's
+	// poll iterations before it gives up on an answer, fails the cell and
+	// lets the shutdown through. Never 0, which would mean "wait forever
+	// with the root cell frozen".
+	MsgReplyTimeout uint64
 	// GICAddress is the address of the interrupt controller (GIC
 	// distributor) named by the cell's irqchip entries.
 	GICAddress uint64
@@ -688,6 +694,12 @@ type boardFile struct {
 	System       systemFile     `toml:"system"`
 }
 
+// DefaultMsgReplyTimeout is the msg_reply_timeout of active-comm-region
+// cells on a board whose profile sets none. It counts hypervisor poll loop
+// iterations, so its length in time depends on the CPU; 100 million is
+// about a tenth of a second to a few seconds on the boards runphi ships.
+const DefaultMsgReplyTimeout = 100_000_000
+
 type partitionsFile struct {
 	CPUs            string      `toml:"cpus"`
 	Pools           []rangeFile `toml:"pools"`
@@ -697,6 +709,7 @@ type partitionsFile struct {
 	CPUResetAddress uint64      `toml:"cpu_reset_address"`
 	CommRegion      uint64      `toml:"comm_region"`
 	VPCIIRQBase     uint32      `toml:"vpci_irq_base"`
+	MsgReplyTimeout uint64      `toml:"msg_reply_timeout"`
 	GIC             uint64      `toml:"gic"`
 	SPIs            string      `toml:"spis"`
 	UARTs           []uartFile  `toml:"uarts"`
@@ -923,9 +936,13 @@ func (f *boardFile) board(source string) (*Board, error) {
 		CPUResetAddress: p.CPUResetAddress,
 		CommRegion:      p.CommRegion,
 		VPCIIRQBase:     p.VPCIIRQBase,
+		MsgReplyTimeout: p.MsgReplyTimeout,
 		GICAddress:      p.GIC,
 		IVSHMEM:         IVSHMEMWindow{Base: p.IVSHMEM.Base, Size: p.IVSHMEM.Size, Slots: p.IVSHMEM.Slots, FirstDevice: p.IVSHMEM.FirstDevice},
 		RPUs:            slices.Sorted(slices.Values(p.RPUs)),
+	}
+	if b.MsgReplyTimeout == 0 {
+		b.MsgReplyTimeout = DefaultMsgReplyTimeout
 	}
 	if b.Name == "" {
 		return fail("name", errors.New("empty"))

@@ -33,6 +33,7 @@ func generate(b *Board, l *layout) (*jailhouse.Cell, error) {
 		Flags:           l.flags,
 		VPCIIRQBase:     l.vpciBase,
 		CPUResetAddress: l.entry,
+		MsgReplyTimeout: l.msgReplyTimeout,
 		CPUSet:          set,
 		IRQChips:        gicChips(b.GICAddress, l.pins),
 	}

@@ -36,6 +36,8 @@ type layout struct {
 	pins []uint32
 	// vpciBase is the cell's vpci_irq_base.
 	vpciBase uint32
+	// msgReplyTimeout is the cell's msg_reply_timeout (0 for passive cells).
+	msgReplyTimeout uint64
 	// devices are the ivshmem devices, in PCI device order.
 	devices []deviceLayout
 }
@@ -121,6 +123,11 @@ func planLayout(b *Board, req Request, d *BootDescription, a Allocation) (*layou
 	}
 	if d == nil || d.CommRegion == CommRegionPassive {
 		l.flags |= jailhouse.CellPassiveCommRegion
+	} else {
+		// An inmate that stops answering must not make its cell
+		// impossible to stop: after this many polls the hypervisor
+		// fails the cell and the shutdown goes ahead.
+		l.msgReplyTimeout = b.MsgReplyTimeout
 	}
 	l.ramVirt = l.entry
 	if a.Loader {

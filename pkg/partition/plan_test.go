@@ -195,6 +195,17 @@ func TestPlanOptions(t *testing.T) {
 		if c.Flags&jailhouse.CellPassiveCommRegion != 0 || c.Flags&jailhouse.CellVirtualConsolePermitted == 0 {
 			t.Errorf("flags %#x", uint32(c.Flags))
 		}
+		// A timeout of 0 would let an inmate that stops answering block
+		// every shutdown and destroy of its cell forever.
+		if c.MsgReplyTimeout != b.MsgReplyTimeout || c.MsgReplyTimeout == 0 {
+			t.Errorf("msg_reply_timeout %d, want the board's %d (never 0)", c.MsgReplyTimeout, b.MsgReplyTimeout)
+		}
+	})
+	t.Run("a passive cell keeps msg_reply_timeout 0", func(t *testing.T) {
+		c := planAndDecode(t, b, req, &BootDescription{File: "/boot/config.json"}, a)
+		if c.MsgReplyTimeout != 0 {
+			t.Errorf("msg_reply_timeout %d on a passive cell", c.MsgReplyTimeout)
+		}
 	})
 	t.Run("a CPU above 63 widens the set to 16 bytes", func(t *testing.T) {
 		a := a
