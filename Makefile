@@ -28,16 +28,17 @@ UNIT_PKGS := ./...
 E2E_FLAGS ?=
 E2E_TIMEOUT ?= 10m
 
-.PHONY: all build test unit e2e demo install cross lint tools deps clean help
+.PHONY: all build test unit e2e critest demo install cross lint tools deps clean help
 
 all: build
 
 help:
 	@echo "make build    build $(BIN)/containerd-shim-runphi-v2 and $(BIN)/runphi (static)"
 	@echo "make demo     install deps, build, run the demo partition under a private containerd"
-	@echo "make test     unit tests (-race) and the end-to-end suite against containerd 1.6.20 and 2.4.2"
+	@echo "make test     unit tests (-race), the end-to-end suite and critest against containerd 1.6.20 and 2.4.2"
 	@echo "make unit     unit tests only"
 	@echo "make e2e      end-to-end suite only (E2E_FLAGS='-run TestX/containerd-1.6' to narrow)"
+	@echo "make critest  CRI conformance (critest PodSandbox and container basics) with the runphi handler"
 	@echo "make install  install the binaries into \$$(DESTDIR)\$$(PREFIX)/bin (PREFIX=$(PREFIX))"
 	@echo "make cross    build for $(CROSS_PLATFORMS) into $(BIN)/<os>-<arch>/"
 	@echo "make lint     gofmt, go vet, staticcheck (if installed; make tools installs it)"
@@ -48,7 +49,7 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
-test: unit e2e
+test: unit e2e critest
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -57,6 +58,11 @@ unit:
 # binaries from `make build`; RUNPHI_BIN_DIR tells it where they are.
 e2e: build
 	RUNPHI_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/... $(E2E_FLAGS)
+
+# critest v1.37.0 (built by `make deps`) with --runtime-handler runphi, on
+# daemons in private network namespaces: docs/critest.md.
+critest: build
+	RUNPHI_CRITEST=1 RUNPHI_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/ -run '^TestCritest$$'
 
 demo: deps build
 	./scripts/demo.sh

@@ -8,8 +8,8 @@
 #   - nerdctl v2.2.1 built from the Go module proxy into the same directory
 #     (about 60 s more), for the nerdctl test and docs/nerdctl.md;
 #   - CNI plugins from Debian and crictl v1.37.0 from the Go module proxy
-#     (about 30 s), for the CRI tests; critest v1.37.0 only for
-#     `make critest` (RUNPHI_CRITEST=1, about 25 s).
+#     (about 30 s), for the CRI tests, and critest v1.37.0 (about 25 s) for
+#     `make critest`.
 # Idempotent and quiet: it prints one line per thing it installs, nothing
 # when everything is present.
 set -euo pipefail
@@ -112,13 +112,12 @@ if ! have_crictl; then
 	have_crictl || die "crictl $CRI_TOOLS_VERSION in $TOOLS_BIN does not report its version"
 fi
 
-# 5. critest, only when asked (`make critest` sets RUNPHI_CRITEST=1): it is a
-# Go test binary, so `go test -c` in the module's directory builds it
-# (about 25 s); `go install` cannot.
+# 5. critest, for `make critest`: it is a Go test binary, so `go test -c` in
+# the module's directory builds it (about 25 s); `go install` cannot.
 have_critest() {
 	[ -x "$TOOLS_BIN/critest" ] && [ "$(cat "$TOOLS_BIN/critest.version" 2>/dev/null)" = "$CRI_TOOLS_VERSION" ]
 }
-if [ "${RUNPHI_CRITEST:-}" = 1 ] && ! have_critest; then
+if ! have_critest; then
 	say "build critest $CRI_TOOLS_VERSION into $TOOLS_BIN (about 25 s the first time)"
 	mkdir -p "$TOOLS_BIN"
 	src=$(cd / && GOFLAGS= go mod download -json "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION" |

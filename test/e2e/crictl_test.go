@@ -32,9 +32,11 @@ var (
 	// busyboxImage is an ordinary image: Debian's busybox-static with every
 	// applet linked, and no boot description, so it runs on runc.
 	busyboxImage = testImage{ref: "docker.io/runphi/e2e-busybox:latest", rootfs: busyboxRootfs, cmd: []string{"/bin/sh"}}
-	// pauseImage is the daemons' sandbox image: busybox sleeping for ever.
+	// pauseImage is the daemons' sandbox image: busybox sleeping for ever,
+	// started as /bin/busybox so that its command name is not "sleep"
+	// (critest looks for leftover sleep processes in the pod).
 	pauseImage = testImage{ref: "docker.io/runphi/e2e-pause:latest", rootfs: busyboxRootfs,
-		cmd: []string{"/bin/sleep", "2147483647"}}
+		cmd: []string{"/bin/busybox", "sleep", "2147483647"}}
 )
 
 // busyboxRootfs writes a root filesystem around /bin/busybox (the Debian
