@@ -216,6 +216,35 @@ func readBootDescription(root *os.Root) (*BootDescription, error) {
 	return d, nil
 }
 
+// duplicateTopLevelKey reports the first key that appears twice in the
+// top-level object of data (already known to be valid JSON), with the offset
+// just after its second occurrence. encoding/json keeps the last value of a
+// duplicate silently, so {"inmate":"/a","inmate":"/b"} would boot /b while
+// a reader of the file may well believe /a.
+func duplicateTopLevelKey(data []byte) (string, int64, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", 0, false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", 0, false
+		}
+		key, _ := t.(string)
+		if seen[key] {
+			return key, dec.InputOffset(), true
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
 // ParseBootDescription parses the JSON of a boot description read from the
 // image path file. It checks syntax, types and path forms but not that the
 // payloads exist (ReadBootDescription does).
@@ -237,6 +266,10 @@ func ParseBootDescription(file string, data []byte) (*BootDescription, error) {
 		return nil, fail("", fmt.Errorf("invalid JSON at %s: data after the top-level object", location(data, dec.InputOffset())))
 	} else if !errors.Is(err, io.EOF) {
 		return nil, fail("", jsonError(data, err))
+	}
+
+	if key, off, dup := duplicateTopLevelKey(data); dup {
+		return nil, fail(key, fmt.Errorf("duplicate key at %s: each key may appear once", location(data, off)))
 	}
 
 	d := &BootDescription{File: file, NetEnabled: true}

@@ -236,6 +236,13 @@ func TestReadBootDescriptionErrors(t *testing.T) {
 			text:  []string{"after the top-level object"},
 		},
 		{
+			name:  "a key given twice is refused, not resolved last-wins",
+			files: []rootfsFile{configJSON(`{"inmate": "/boot/nothere", "inmate": "/boot/boot.bin"}`), bootBin()},
+			file:  "/boot/config.json",
+			key:   "inmate",
+			text:  []string{"duplicate key", "line 1"},
+		},
+		{
 			name:  "rpu_req must be a boolean",
 			files: []rootfsFile{configJSON(`{"rpu_req": "yes"}`), bootBin()},
 			file:  "/boot/config.json", key: "rpu_req",
