@@ -224,7 +224,10 @@ func TestDispatcherRoutesAPod(t *testing.T) {
 			_, err := p.tasks.Exec(ctx, &taskv3.ExecProcessRequest{ID: "sidecar", ExecID: "e1"})
 			return err
 		},
-		func() error { _, err := p.tasks.Start(ctx, &taskv3.StartRequest{ID: "sidecar", ExecID: "e1"}); return err },
+		func() error {
+			_, err := p.tasks.Start(ctx, &taskv3.StartRequest{ID: "sidecar", ExecID: "e1"})
+			return err
+		},
 		func() error {
 			_, err := p.tasks.ResizePty(ctx, &taskv3.ResizePtyRequest{ID: "sidecar", ExecID: "e1", Width: 80, Height: 24})
 			return err
@@ -233,8 +236,14 @@ func TestDispatcherRoutesAPod(t *testing.T) {
 			_, err := p.tasks.CloseIO(ctx, &taskv3.CloseIORequest{ID: "sidecar", ExecID: "e1", Stdin: true})
 			return err
 		},
-		func() error { _, err := p.tasks.Wait(ctx, &taskv3.WaitRequest{ID: "sidecar", ExecID: "e1"}); return err },
-		func() error { _, err := p.tasks.Delete(ctx, &taskv3.DeleteRequest{ID: "sidecar", ExecID: "e1"}); return err },
+		func() error {
+			_, err := p.tasks.Wait(ctx, &taskv3.WaitRequest{ID: "sidecar", ExecID: "e1"})
+			return err
+		},
+		func() error {
+			_, err := p.tasks.Delete(ctx, &taskv3.DeleteRequest{ID: "sidecar", ExecID: "e1"})
+			return err
+		},
 		func() error { _, err := p.tasks.Kill(ctx, &taskv3.KillRequest{ID: "sidecar", Signal: 15}); return err },
 		func() error { _, err := p.tasks.Pids(ctx, &taskv3.PidsRequest{ID: "sidecar"}); return err },
 		func() error { _, err := p.tasks.Pause(ctx, &taskv3.PauseRequest{ID: "sidecar"}); return err },
