@@ -15,10 +15,10 @@ import (
 
 // testImage is an image the suite builds and imports.
 type testImage struct {
-	ref    string                           // normalised name, as ctr lists it
-	files  map[string]string                // rootfs content; nil with no rootfs: built from examples/demo with the runphi CLI
+	ref    string                          // normalised name, as ctr lists it
+	files  map[string]string               // rootfs content; nil with no rootfs: built from examples/demo with the runphi CLI
 	rootfs func(t testing.TB, root string) // fills the rootfs before files are written (a busybox tree)
-	cmd    []string                         // the image's Cmd; /boot/boot.bin when empty
+	cmd    []string                        // the image's Cmd; /boot/boot.bin when empty
 }
 
 // Inmate scripts of the test images (the simulator's #!runphi-sim language).
