@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +85,21 @@ func TestCRISidecarSharesTheShim(t *testing.T) {
 
 		if pids := d.shimPIDs(); len(pids) != 1 {
 			t.Errorf("%d runphi shim processes for a pod of pause, partition and sidecar, want 1: %v", len(pids), pids)
+		}
+		// How the containers reached the pod's shim: containerd 1.6 ran
+		// `start` for each, which wrote the pod's address into its bundle;
+		// 2.x sent them over the sandbox's connection (task API v3) without
+		// `start`, recording the sandbox instead.
+		pauseAddress, _ := os.ReadFile(filepath.Join(d.criBundleDir(pod.id), "address"))
+		for _, c := range []string{part, side} {
+			address, err := os.ReadFile(filepath.Join(d.criBundleDir(c), "address"))
+			sandbox, _ := os.ReadFile(filepath.Join(d.criBundleDir(c), "sandbox"))
+			switch {
+			case d.major < 2 && (err != nil || string(address) != string(pauseAddress)):
+				t.Errorf("container %s: address file %q (%v), want the pod's %q from `start`", c, address, err, pauseAddress)
+			case d.major >= 2 && (err == nil || string(sandbox) != pod.id):
+				t.Errorf("container %s: address file %q, sandbox file %q; want no `start` and the pod's sandbox id", c, address, sandbox)
+			}
 		}
 		waitFor(t, "the sidecar's line in crictl logs", 10*time.Second, func() bool {
 			return strings.Contains(d.logs(t, side), "sidecar up")

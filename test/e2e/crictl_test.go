@@ -267,6 +267,12 @@ func (d *daemon) removeAllPods(t testing.TB) {
 	}
 }
 
+// criBundleDir is where the daemon keeps the bundle of a CRI container or
+// pod sandbox.
+func (d *daemon) criBundleDir(id string) string {
+	return filepath.Join(d.dir, "state", "io.containerd.runtime.v2.task", criNamespace, id)
+}
+
 // inspect returns `crictl inspect` of a container, decoded.
 func (d *daemon) inspect(t *testing.T, id string) criStatus {
 	t.Helper()
