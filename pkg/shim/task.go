@@ -105,6 +105,7 @@ func (s *service) Create(ctx context.Context, r *taskv3.CreateTaskRequest) (*tas
 }
 
 func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *task, retErr error) {
+	t0 := time.Now()
 	switch {
 	case r.GetID() == "":
 		return nil, fmt.Errorf("create task: empty id: %w", errdefs.ErrInvalidArgument)
@@ -131,12 +132,14 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 	if cfg.Debug {
 		_ = log.SetLevel("debug")
 	}
+	timer := newPhaseTimer(ctx, t0)
 
 	rootfs := filepath.Join(r.GetBundle(), "rootfs")
 	mounted, err := mountRootfs(r.GetRootfs(), rootfs)
 	if err != nil {
 		return nil, err
 	}
+	timer.mark("mount")
 	defer func() {
 		if retErr != nil && mounted {
 			if err := unmountRootfs(rootfs); err != nil {
@@ -182,13 +185,14 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 		}
 	}()
 
+	timer.mark("prepare")
 	part, err := partition.Create(ctx, partition.Options{
 		ID:        r.GetID(),
 		Namespace: s.namespace,
 		Rootfs:    rootfs,
 		Spec:      spec,
 		Board:     be.board,
-		Driver:    be.driver,
+		Driver:    timer.driver(be.driver),
 		Ledger:    be.ledger,
 	})
 	if err != nil {
@@ -240,6 +244,7 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 	})
 	t.mu.Unlock()
 	s.publishTask(t)
+	timer.mark("caronte")
 	log.G(ctx).Info("task created")
 	return t, nil
 }
