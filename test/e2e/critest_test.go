@@ -119,7 +119,11 @@ func startNetnsDaemon(t *testing.T, s daemonSpec) *daemon {
 			t.Fatal(err)
 		}
 	}
-	writeFile(t, d.runphiConfig(), fmt.Sprintf("backend = \"sim\"\nstate_dir = %q\nsim_dir = %q\nboard = \"qemu-arm64\"\n", d.stateDir, d.simDir))
+	// runc keeps the state of the daemon's ordinary containers under its own
+	// dir, so that suites running at the same time on one host (ctr ids such
+	// as rc-exec repeat) never meet in /run/containerd/runc.
+	writeFile(t, d.runphiConfig(), fmt.Sprintf("backend = \"sim\"\nstate_dir = %q\nsim_dir = %q\nboard = \"qemu-arm64\"\n[runc]\nroot = %q\n",
+		d.stateDir, d.simDir, filepath.Join(dir, "runc")))
 	writeFile(t, filepath.Join(d.cniConfDir(), "10-critest.conflist"), fmt.Sprintf(`{"cniVersion":"1.0.0","name":"critest","plugins":[
   {"type":"bridge","bridge":"rphct0","isGateway":true,"ipMasq":false,
    "ipam":{"type":"host-local","ranges":[[{"subnet":"10.99.0.0/24"}]],"dataDir":%q}},

@@ -158,7 +158,11 @@ func startDaemon(t *testing.T, s daemonSpec) *daemon {
 		}
 	}
 	runphiConfig := d.runphiConfig()
-	writeFile(t, runphiConfig, fmt.Sprintf("backend = \"sim\"\nstate_dir = %q\nsim_dir = %q\nboard = \"qemu-arm64\"\n", d.stateDir, d.simDir))
+	// runc keeps the state of the daemon's ordinary containers under its own
+	// dir, so that suites running at the same time on one host (ctr ids such
+	// as rc-exec repeat) never meet in /run/containerd/runc.
+	writeFile(t, runphiConfig, fmt.Sprintf("backend = \"sim\"\nstate_dir = %q\nsim_dir = %q\nboard = \"qemu-arm64\"\n[runc]\nroot = %q\n",
+		d.stateDir, d.simDir, filepath.Join(dir, "runc")))
 	d.writeCNIConfig(t)
 	writeFile(t, filepath.Join(dir, "config.toml"), d.config())
 
