@@ -14,8 +14,8 @@ import (
 
 // chunkSize is how much the pump reads from the console, and writes to the
 // FIFO, at a time. Together with the ring it bounds the pump's memory:
-// ConsoleBuffer + 2*chunkSize.
-const chunkSize = 32 << 10
+// ConsoleBuffer + 2*chunkSize (3*chunkSize with a terminal's translation).
+const chunkSize = 128 << 10
 
 // closeWait bounds how long the pump waits for its reader goroutine to return
 // after closing the console stream.
@@ -109,31 +109,37 @@ func (p *pump) readLoop() {
 func (p *pump) push(b []byte) {
 	p.mu.Lock()
 	p.lastRead = time.Now()
-	if p.discard {
-		p.mu.Unlock()
-		return
-	}
 	p.pushing = true
-	for !p.discard && !p.flushing && p.ring.n+len(b) > p.ring.max {
-		wait := p.stall
-		if p.writing {
-			wait -= time.Since(p.writeAt)
+	firstDrop := false
+	for len(b) > 0 && !p.discard {
+		room := p.ring.max - p.ring.n
+		if room == 0 && !p.flushing {
+			// Full: wait for the writer unless it has been stuck in one
+			// write for the stall timeout. A writer not in a write has
+			// been signalled and is about to take data.
+			wait := p.stall
+			if p.writing {
+				wait -= time.Since(p.writeAt)
+			}
+			if wait > 0 {
+				p.waitLocked(wait)
+				continue
+			}
 		}
-		if wait <= 0 {
-			break // the writer is stuck: drop
+		k := len(b)
+		if room > 0 {
+			k = min(k, room)
 		}
-		p.waitLocked(wait)
+		// With no room (a stalled reader, or flushing) the oldest output
+		// makes way.
+		dropped := p.ring.write(b[:k])
+		b = b[k:]
+		firstDrop = firstDrop || dropped > 0 && p.dropped == 0
+		p.dropped += int64(dropped)
+		p.cond.Broadcast()
 	}
 	p.pushing = false
 	p.lastRead = time.Now()
-	if p.discard {
-		p.mu.Unlock()
-		return
-	}
-	dropped := p.ring.write(b)
-	firstDrop := dropped > 0 && p.dropped == 0
-	p.dropped += int64(dropped)
-	p.cond.Signal()
 	p.mu.Unlock()
 	if firstDrop {
 		p.log.WithField("buffer", p.ring.max).Warn("stdout reader is not keeping up, dropping oldest console output")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // IO names the task's stdio as CreateTaskRequest carries it. Each field is a
@@ -88,6 +89,24 @@ func (s *stdio) closeStdin() error {
 // closeAll closes every file. It is idempotent.
 func (s *stdio) closeAll() error {
 	return errors.Join(s.closeOutputs(), s.closeStdin())
+}
+
+// pipeSize is what the stdout FIFO is grown to: a console flood then
+// crosses to the client in 1 MiB rather than 64 KiB steps, and a reader
+// that pauses briefly finds its output waiting in the pipe. Linux caps it
+// at /proc/sys/fs/pipe-max-size (1 MiB by default) for unprivileged users.
+const pipeSize = 1 << 20
+
+// growPipe enlarges a FIFO's buffer, best effort: a smaller pipe only
+// costs speed.
+func growPipe(f *os.File) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	sc.Control(func(fd uintptr) {
+		unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize)
+	})
 }
 
 // copyStdin copies the task's stdin into the console's input until stdin
@@ -197,6 +216,9 @@ func openOutput(name string) (*os.File, error) {
 		// O_NONBLOCK also covers a path that became a FIFO after the Stat:
 		// a write-only open then fails with ENXIO instead of blocking.
 		f, err = os.OpenFile(path, flag|syscall.O_NONBLOCK, 0)
+		if err == nil && flag == os.O_RDWR {
+			growPipe(f)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
