@@ -336,3 +336,21 @@ func TestConsoleStalledReaderBoundedRSS(t *testing.T) {
 		d.mustCtr(t, "container", "rm", "stall")
 	})
 }
+
+// Acceptance 1 (crictl): the same inmate's lines reach crictl logs, all
+// of them, in order.
+func TestConsoleCrictlLogsInOrder(t *testing.T) {
+	needCRI(t)
+	script, want := numbered("cri-ordered", 100, "10ms")
+	img := scriptImage("cri-ordered", "", script...)
+	forEachDaemon(t, func(t *testing.T, d *daemon) {
+		pod := d.runPod(t, "logs")
+		cid := pod.start(t, containerConfig{name: "ordered", image: img})
+		d.waitState(t, cid, "CONTAINER_EXITED", 30*time.Second)
+		if got := consoleLines(d.logs(t, cid)); !slices.Equal(got, want) {
+			t.Errorf("crictl logs has %d lines, want the %d printed, in order; first difference at %d",
+				len(got), len(want), firstDiff(got, want))
+		}
+		pod.remove(t)
+	})
+}
