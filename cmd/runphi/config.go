@@ -165,13 +165,6 @@ func archNote(rev jailhouse.Revision, got, flagArch jailhouse.Arch, system bool)
 	return fmt.Sprintf("arm or arm64, inferred from the platform_info layout; revision %d does not record which, give --arch", rev)
 }
 
-func (lc *loadedConfig) kind() string {
-	if lc.sys != nil {
-		return "system"
-	}
-	return "cell"
-}
-
 // ---- inspect ----
 
 func runConfigInspect(env *cmdEnv, args []string) error {

@@ -965,7 +965,7 @@ func (f *boardFile) board(source string) (*Board, error) {
 		return fail("partitions.link_devices", err)
 	}
 	for _, r := range p.Pools {
-		b.Pools = append(b.Pools, Range{r.Start, r.End})
+		b.Pools = append(b.Pools, Range(r))
 	}
 	if len(b.Pools) > 0 {
 		b.Pool = b.Pools[0]
