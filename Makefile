@@ -26,9 +26,13 @@ STATICCHECK_VERSION := v0.8.2
 # Unit tests: every package; -race needs cgo, which only the test binaries use.
 UNIT_PKGS := ./...
 E2E_FLAGS ?=
+# Packages with the Go benchmarks of planning cost (issue 8, P3).
+BENCH_PKGS := ./pkg/partition/ ./pkg/jailhouse/
+# e.g. BENCH_FLAGS='-n 20 -only P1,P2' (go run -tags bench ./test/bench -h)
+BENCH_FLAGS ?=
 E2E_TIMEOUT ?= 10m
 
-.PHONY: all build test unit e2e critest demo install cross lint tools deps clean help
+.PHONY: all build test unit e2e critest bench demo install cross lint tools deps clean help
 
 all: build
 
@@ -39,6 +43,7 @@ help:
 	@echo "make unit     unit tests only"
 	@echo "make e2e      end-to-end suite only (E2E_FLAGS='-run TestX/containerd-1.6' to narrow)"
 	@echo "make critest  CRI conformance (critest PodSandbox and container basics) with the runphi handler"
+	@echo "make bench    runphi vs runc side by side on a private containerd; rewrites docs/performance.md's results (not in make test)"
 	@echo "make install  install the binaries into \$$(DESTDIR)\$$(PREFIX)/bin (PREFIX=$(PREFIX))"
 	@echo "make cross    build for $(CROSS_PLATFORMS) into $(BIN)/<os>-<arch>/"
 	@echo "make lint     gofmt, go vet, staticcheck (if installed; make tools installs it)"
@@ -53,6 +58,9 @@ test: unit e2e critest
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
+	@# The benchmarks and the bench driver are not run here, only kept compiling.
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
+	$(GO) vet -tags bench ./test/bench/
 
 # The e2e suite starts private containerd daemons, so it needs root and the
 # binaries from `make build`; RUNPHI_BIN_DIR tells it where they are.
@@ -63,6 +71,13 @@ e2e: build
 # daemons in private network namespaces: docs/critest.md.
 critest: build
 	RUNPHI_CRITEST=1 RUNPHI_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/ -run '^TestCritest$$'
+
+# Performance against runc on one private containerd 1.6.20 (issue 8):
+# needs root and make deps; writes the results section of
+# docs/performance.md. Takes about 6 minutes; a separate command, never
+# part of make test.
+bench: build
+	$(GO) run -tags bench ./test/bench $(BENCH_FLAGS)
 
 demo: deps build
 	./scripts/demo.sh
@@ -86,6 +101,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
+	$(GO) vet -tags bench ./test/bench/
 	@for p in $(CROSS_PLATFORMS); do GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./... || exit 1; done
 	@sc=$$(command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck); \
 	if [ -x "$$sc" ]; then echo "$$sc ./..."; "$$sc" ./... && "$$sc" -tags e2e ./test/...; \
