@@ -46,7 +46,9 @@ type Driver interface {
 // CellConsoler is implemented by drivers that can give one cell's console
 // output as its own stream (the simulator models an ivshmem console this way).
 // The reader blocks until output arrives, and returns io.EOF once the cell is
-// destroyed and everything it wrote has been read, or after Close.
+// destroyed and everything it wrote has been read, or after Close. If the
+// stream also implements io.Writer, the console takes input: bytes written
+// reach the inmate (docs/console.md).
 type CellConsoler interface {
 	OpenCellConsole(name string) (io.ReadCloser, error)
 }

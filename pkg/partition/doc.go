@@ -15,6 +15,12 @@
 //     generate.go), checked with jailhouse.Check before it is created
 //     (check.go), or an image's prebuilt cell, accepted only inside what
 //     the allocator may grant (prebuilt.go), and
+//   - the payload: a raw binary, an ELF or a Linux kernel with its device
+//     tree, read before anything is allocated and placed in the planned
+//     cell (payload.go, payload_elf.go, payload_linux.go),
+//   - the console a partition gets (ivshmem, the host's virtual console,
+//     or none) and the node-wide record of who owns the virtual console
+//     (console.go), and
 //   - the live partition: create, load, start, shutdown, destroy, with
 //     rollback of every step on failure (partition.go).
 //
@@ -37,4 +43,6 @@
 //     destroyed; it is released only once the cell is known to be gone.
 //   - Create is all-or-nothing: on any error no cell and no ledger entry is
 //     left behind.
+//   - Only the virtual console's owner has VIRTUAL_CONSOLE_PERMITTED or
+//     ACTIVE: no other cell can write into the ring its output is read from.
 package partition
