@@ -375,6 +375,3 @@ func driverError(op, cell string, err error) error {
 	}
 	return fmt.Errorf("%s %q: %w (%w)", op, cell, err, class)
 }
-func notImplemented(d *BootDescription, key, what string) error {
-	return fmt.Errorf("boot description %s: key %q: %s: %w", d.File, key, what, errdefs.ErrNotImplemented)
-}
