@@ -39,7 +39,7 @@ all: build
 help:
 	@echo "make build    build $(BIN)/containerd-shim-runphi-v2 and $(BIN)/runphi (static)"
 	@echo "make demo     install deps, build, run the demo partition under a private containerd"
-	@echo "make test     unit tests (-race), the end-to-end suite and critest against containerd 1.6.20 and 2.4.2"
+	@echo "make test     lint, unit tests (-race), the end-to-end suite and critest against containerd 1.6.20 and 2.4.2"
 	@echo "make unit     unit tests only"
 	@echo "make e2e      end-to-end suite only (E2E_FLAGS='-run TestX/containerd-1.6' to narrow)"
 	@echo "make critest  CRI conformance (critest PodSandbox and container basics) with the runphi handler"
@@ -54,7 +54,7 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
-test: unit e2e critest
+test: lint unit e2e critest
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
