@@ -150,19 +150,24 @@ func (d *Driver) SysfsRoot() string { return d.sysfs }
 func (d *Driver) Dir() string { return d.dir }
 
 // request runs one driver request under the driver's global mutex, which
-// (as jailhouse_lock does) serialises requests across all processes.
-func (d *Driver) request(fn func() error) error {
+// (as jailhouse_lock does) serialises requests across all processes. A
+// delay planted with InjectDelay is served first, with the mutex held, as
+// a wedged ioctl would hold jailhouse_lock.
+func (d *Driver) request(req string, fn func() error) error {
 	unlock, err := flock(filepath.Join(d.dir, requestLock))
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if err := d.serveDelay(req); err != nil {
+		return err
+	}
 	return fn()
 }
 
 // Enable is JAILHOUSE_ENABLE.
 func (d *Driver) Enable(systemConfig []byte) error {
-	return d.request(func() error {
+	return d.request(jailhouse.RequestEnable, func() error {
 		return d.update(func(t *tx) error { return t.enable(systemConfig) }, nil)
 	})
 }
@@ -330,7 +335,7 @@ func (t *tx) snapshotConsole() {
 // stopping at the first that refuses, then shuts the hypervisor down.
 func (d *Driver) Disable() error {
 	const req = jailhouse.RequestDisable
-	return d.request(func() error {
+	return d.request(req, func() error {
 		var names []string
 		err := d.update(func(t *tx) error {
 			if err := t.takeInjected(req, ""); err != nil {
@@ -373,7 +378,7 @@ func (d *Driver) Disable() error {
 
 // CreateCell is JAILHOUSE_CELL_CREATE.
 func (d *Driver) CreateCell(config []byte) error {
-	return d.request(func() error {
+	return d.request(jailhouse.RequestCellCreate, func() error {
 		return d.update(func(t *tx) error { return t.createCell(config) }, nil)
 	})
 }
@@ -500,7 +505,7 @@ func (t *tx) cpuOwner(cpu int) *cellState {
 
 // LoadCell is JAILHOUSE_CELL_LOAD; with no images it is "cell shutdown".
 func (d *Driver) LoadCell(name string, images ...jailhouse.Image) error {
-	return d.request(func() error {
+	return d.request(jailhouse.RequestCellLoad, func() error {
 		return d.manage(jailhouse.RequestCellLoad, name, true, false, func(t *tx, c *cellState) error {
 			return t.loadCell(c, images)
 		})
@@ -509,14 +514,14 @@ func (d *Driver) LoadCell(name string, images ...jailhouse.Image) error {
 
 // StartCell is JAILHOUSE_CELL_START.
 func (d *Driver) StartCell(name string) error {
-	return d.request(func() error {
+	return d.request(jailhouse.RequestCellStart, func() error {
 		return d.manage(jailhouse.RequestCellStart, name, true, false, (*tx).startCell)
 	})
 }
 
 // DestroyCell is JAILHOUSE_CELL_DESTROY.
 func (d *Driver) DestroyCell(name string) error {
-	return d.request(func() error {
+	return d.request(jailhouse.RequestCellDestroy, func() error {
 		return d.manage(jailhouse.RequestCellDestroy, name, true, true, (*tx).destroyCell)
 	})
 }

@@ -5,9 +5,13 @@ package sim
 // a hook called in a test process reaches cells created by a shim process.
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -72,19 +76,9 @@ func (d *Driver) FailCPU(name string, cpu int) error {
 // "disable"). The error wraps ErrInjected. Injecting again replaces a
 // pending injection of the same request.
 func (d *Driver) InjectError(req string, errno unix.Errno) error {
-	full, ok := map[string]string{
-		"enable": jailhouse.RequestEnable, "disable": jailhouse.RequestDisable,
-		"create": jailhouse.RequestCellCreate, "load": jailhouse.RequestCellLoad,
-		"start": jailhouse.RequestCellStart, "destroy": jailhouse.RequestCellDestroy,
-	}[strings.ToLower(req)]
-	if !ok {
-		switch req {
-		case jailhouse.RequestEnable, jailhouse.RequestDisable, jailhouse.RequestCellCreate,
-			jailhouse.RequestCellLoad, jailhouse.RequestCellStart, jailhouse.RequestCellDestroy:
-			full = req
-		default:
-			return fmt.Errorf("inject error: unknown request %q", req)
-		}
+	full, err := RequestName(req)
+	if err != nil {
+		return fmt.Errorf("inject error: %w", err)
 	}
 	if errno == 0 {
 		return fmt.Errorf("inject error into %s: errno 0 is not an error", full)
@@ -96,6 +90,119 @@ func (d *Driver) InjectError(req string, errno unix.Errno) error {
 		t.s.Injected[full] = errno
 		return nil
 	}, nil)
+}
+
+// InjectDelay makes the next request req (named as for InjectError) wait
+// for delay before it runs, holding the driver's global mutex the whole
+// time, as an ioctl wedged in the hypervisor holds jailhouse_lock: every
+// other request, from any process, waits behind it, while reads of the
+// state (Cells, Cell, Enabled, consoles) go on. ClearFaults ends the wait
+// early. The delay is real time, whatever Options.Now says. Injecting again
+// replaces a pending delay of the same request.
+func (d *Driver) InjectDelay(req string, delay time.Duration) error {
+	full, err := RequestName(req)
+	if err != nil {
+		return fmt.Errorf("inject delay: %w", err)
+	}
+	if delay <= 0 {
+		return fmt.Errorf("inject delay into %s: %v is not a delay", full, delay)
+	}
+	return d.update(func(t *tx) error {
+		if t.s.Delays == nil {
+			t.s.Delays = map[string]time.Duration{}
+		}
+		t.s.Delays[full] = delay
+		return nil
+	}, nil)
+}
+
+// ClearFaults drops every pending injected error and delay and releases
+// the requests waiting in an injected delay now. Cell states and shutdown
+// policies set by hooks stay as they are.
+func (d *Driver) ClearFaults() error {
+	return d.update(func(t *tx) error {
+		t.s.Injected, t.s.Delays = nil, nil
+		t.s.FaultGen++
+		return nil
+	}, nil)
+}
+
+// SetShutdownPolicy sets how the cell's inmate answers the hypervisor's
+// shutdown requests from now on, as its script's on-shutdown command does:
+// PolicyApprove, PolicyDeny (requests fail with EPERM) or PolicyIgnore (they
+// wait for the reply timeout). A scripted inmate may change it again later;
+// CELL_START resets it to approve. Cells with a passive comm region, shut
+// down or failed cells approve whatever their policy.
+func (d *Driver) SetShutdownPolicy(name, policy string) error {
+	switch policy {
+	case PolicyApprove, PolicyDeny, PolicyIgnore:
+	default:
+		return fmt.Errorf("set shutdown policy of cell %q: %q is not %s, %s or %s", name, policy, PolicyApprove, PolicyDeny, PolicyIgnore)
+	}
+	return d.update(func(t *tx) error {
+		c, err := t.hookCell("set shutdown policy of", name)
+		if err != nil {
+			return err
+		}
+		c.Policy = policy
+		return nil
+	}, nil)
+}
+
+// RequestName returns the jailhouse.Request… name of a request given in
+// either form InjectError takes.
+func RequestName(req string) (string, error) {
+	if full, ok := map[string]string{
+		"enable": jailhouse.RequestEnable, "disable": jailhouse.RequestDisable,
+		"create": jailhouse.RequestCellCreate, "load": jailhouse.RequestCellLoad,
+		"start": jailhouse.RequestCellStart, "destroy": jailhouse.RequestCellDestroy,
+	}[strings.ToLower(req)]; ok {
+		return full, nil
+	}
+	switch req {
+	case jailhouse.RequestEnable, jailhouse.RequestDisable, jailhouse.RequestCellCreate,
+		jailhouse.RequestCellLoad, jailhouse.RequestCellStart, jailhouse.RequestCellDestroy:
+		return req, nil
+	}
+	return "", fmt.Errorf("unknown request %q (want create, load, start, destroy, enable or disable)", req)
+}
+
+// delayPoll is how often a delayed request looks for ClearFaults.
+const delayPoll = 50 * time.Millisecond
+
+// serveDelay waits out a delay injected into req, if one is pending. The
+// caller holds the request mutex. Most requests have none, and find that
+// out from the raw state file without a transaction.
+func (d *Driver) serveDelay(req string) error {
+	raw, err := os.ReadFile(filepath.Join(d.dir, stateFile))
+	if err != nil || !bytes.Contains(raw, []byte(`"delays"`)) {
+		return nil // the transaction of the request itself reports a bad state file
+	}
+	var delay time.Duration
+	var gen uint64
+	err = d.update(func(t *tx) error {
+		delay, gen = t.s.Delays[req], t.s.FaultGen
+		delete(t.s.Delays, req)
+		if len(t.s.Delays) == 0 {
+			t.s.Delays = nil
+		}
+		return nil
+	}, nil)
+	if err != nil || delay <= 0 {
+		return err
+	}
+	end := time.Now().Add(delay)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		time.Sleep(min(left, delayPoll))
+		// Written by rename, so a read without the lock sees a whole state.
+		if s, _, err := d.readState(); err == nil && s.FaultGen != gen {
+			return nil
+		}
+	}
 }
 
 func (t *tx) hookCell(what, name string) (*cellState, error) {

@@ -107,3 +107,90 @@ func TestInjectErrorRequests(t *testing.T) {
 	must(t, d.StartCell("c"))
 	must(t, d.DestroyCell("c"))
 }
+
+func TestInjectDelay(t *testing.T) {
+	t.Run("wedges every request but not reads, and is used up", func(t *testing.T) {
+		d := enabled(t, Options{})
+		run(t, d, testCell(t, "c", []int{2}), "sleep 1h")
+		create(t, d, testCell(t, "other", []int{3}))
+		// Another Driver on the same directory stands for another process.
+		other, err := Open(d.Dir(), Options{})
+		must(t, err)
+		must(t, other.InjectDelay("destroy", 400*time.Millisecond))
+
+		began := time.Now()
+		destroyed := make(chan error, 1)
+		go func() { destroyed <- d.DestroyCell("c") }()
+		time.Sleep(100 * time.Millisecond)
+		// Reads answer while the destroy holds the driver's mutex.
+		readAt := time.Now()
+		if _, err := other.Cells(); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(readAt); took > 200*time.Millisecond {
+			t.Errorf("Cells took %v while a request was wedged, want an immediate answer", took)
+		}
+		// A request of another kind waits behind the wedged one.
+		must(t, other.StartCell("other"))
+		if waited := time.Since(began); waited < 350*time.Millisecond {
+			t.Errorf("a start issued during the wedged destroy returned after %v, want it to wait the delay out", waited)
+		}
+		must(t, <-destroyed)
+		if took := time.Since(began); took < 400*time.Millisecond {
+			t.Errorf("delayed destroy took %v, want at least the injected 400ms", took)
+		}
+		// Used up: the next destroy is immediate.
+		began = time.Now()
+		must(t, d.DestroyCell("other"))
+		if took := time.Since(began); took > 300*time.Millisecond {
+			t.Errorf("destroy after the delay was used up took %v", took)
+		}
+	})
+	t.Run("ClearFaults releases a wedged request and drops pending faults", func(t *testing.T) {
+		d := enabled(t, Options{})
+		create(t, d, testCell(t, "c", []int{2}))
+		must(t, d.InjectDelay(jailhouse.RequestCellStart, time.Hour))
+		must(t, d.InjectError("destroy", unix.EBUSY))
+		started := make(chan error, 1)
+		go func() { started <- d.StartCell("c") }()
+		time.Sleep(100 * time.Millisecond)
+		must(t, d.ClearFaults())
+		select {
+		case err := <-started:
+			must(t, err)
+		case <-time.After(2 * time.Second):
+			t.Fatal("ClearFaults did not release the request wedged for an hour")
+		}
+		must(t, d.DestroyCell("c")) // the injected EBUSY is gone too
+	})
+	t.Run("refused arguments", func(t *testing.T) {
+		d := enabled(t, Options{})
+		if err := d.InjectDelay("reboot", time.Second); err == nil {
+			t.Error("InjectDelay of an unknown request succeeded")
+		}
+		if err := d.InjectDelay("create", 0); err == nil {
+			t.Error("InjectDelay of 0 succeeded")
+		}
+	})
+}
+
+func TestSetShutdownPolicy(t *testing.T) {
+	d := enabled(t, Options{ReplyTimeout: 100 * time.Millisecond})
+	run(t, d, testCell(t, "c", []int{2}), "sleep 1h")
+	must(t, d.SetShutdownPolicy("c", PolicyDeny))
+	if err := d.DestroyCell("c"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("destroy of a cell whose inmate denies shutdown: %v, want EPERM", err)
+	}
+	must(t, d.SetShutdownPolicy("c", PolicyIgnore))
+	if err := d.LoadCell("c"); !errors.Is(err, ErrNoReply) {
+		t.Errorf("shutdown of a cell whose inmate ignores it: %v, want ErrNoReply", err)
+	}
+	must(t, d.SetShutdownPolicy("c", PolicyApprove))
+	must(t, d.DestroyCell("c"))
+	if err := d.SetShutdownPolicy("c", PolicyDeny); !errors.Is(err, jailhouse.ErrCellNotFound) {
+		t.Errorf("SetShutdownPolicy of a destroyed cell: %v, want ErrCellNotFound", err)
+	}
+	if err := d.SetShutdownPolicy("x", "maybe"); err == nil {
+		t.Error("SetShutdownPolicy with an unknown policy succeeded")
+	}
+}

@@ -72,6 +72,12 @@ type hostState struct {
 
 	// Injected maps a request name to the errno its next call fails with.
 	Injected map[string]unix.Errno `json:"injected,omitempty"`
+	// Delays maps a request name to how long its next call waits, holding
+	// the driver's mutex, before it runs (InjectDelay).
+	Delays map[string]time.Duration `json:"delays,omitempty"`
+	// FaultGen counts ClearFaults calls; a delayed call that sees it change
+	// stops waiting.
+	FaultGen uint64 `json:"fault_gen,omitempty"`
 }
 
 // systemState is what the hypervisor keeps of the system configuration.
