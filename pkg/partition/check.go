@@ -37,7 +37,7 @@ func checkCell(b *Board, l *Ledger, owner string, cell *jailhouse.Cell) error {
 	var others []*jailhouse.Cell
 	if entries, err := l.Entries(); err == nil {
 		for _, e := range entries {
-			if e.Owner == owner {
+			if e.live(owner) {
 				continue
 			}
 			data, err := os.ReadFile(l.ConfigPath(e.Cell))

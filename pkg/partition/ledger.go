@@ -56,7 +56,18 @@ type Entry struct {
 	// that a reused pid is not mistaken for the owner.
 	PID      int    `json:"pid,omitempty"`
 	PIDStart uint64 `json:"pid_start,omitempty"`
+	// Orphaned is when the entry's owner gave its cell up because the cell
+	// could not be destroyed (an inmate that denies shutdown, a driver
+	// error): the container is gone, the cell still holds its resources.
+	// Zero for a live entry. Allocations retry destroying orphaned cells
+	// (heal); the owner's id is free for a new container meanwhile.
+	Orphaned time.Time `json:"orphaned,omitzero"`
+	// OrphanReason says why the cell could not be destroyed.
+	OrphanReason string `json:"orphan_reason,omitempty"`
 }
+
+// live reports whether e is owner's current entry, not an orphaned one.
+func (e Entry) live(owner string) bool { return e.Owner == owner && e.Orphaned.IsZero() }
 
 type ledgerFile struct {
 	Version int     `json:"version"`
@@ -91,7 +102,9 @@ func (l *Ledger) ConfigPath(cell string) string {
 // gone is reclaimed (its shim died between allocating and creating the cell,
 // or after destroying it), and a cell the ledger does not know is logged and
 // its CPUs (from sysfs), and the RAM, interrupts and links of its saved
-// configuration if runphi created it, count as taken. The RAM of a foreign
+// configuration if runphi created it, count as taken. The cell of an
+// orphaned entry (MarkOrphaned) is destroyed again; once that works the
+// entry is reclaimed. The RAM of a foreign
 // cell is not visible in sysfs: the pools are runphi's alone.
 func (l *Ledger) Allocate(ctx context.Context, d jailhouse.Driver, owner string, b *Board, req Request) (Allocation, error) {
 	ns, id, ok := strings.Cut(owner, "/")
@@ -101,7 +114,7 @@ func (l *Ledger) Allocate(ctx context.Context, d jailhouse.Driver, owner string,
 	var a Allocation
 	err := l.update(func(f *ledgerFile) (bool, error) {
 		for _, e := range f.Entries {
-			if e.Owner == owner {
+			if e.live(owner) {
 				return false, fmt.Errorf("ledger: %s already holds cell %q (CPUs %s, RAM %s): %w",
 					owner, e.Cell, jailhouse.FormatCPUList(e.CPUs), formatRanges(e.RAM), errdefs.ErrAlreadyExists)
 			}
@@ -215,6 +228,17 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 	changed := false
 	kept := f.Entries[:0]
 	for _, e := range f.Entries {
+		if live[e.Cell] && !e.Orphaned.IsZero() {
+			// Its owner gave it up; nobody else will ever destroy it.
+			l := logger.WithField("owner", e.Owner).WithField("cell", e.Cell).WithField("orphaned", e.Orphaned.Format(time.RFC3339))
+			if err := destroyCell(d, e.Cell); err != nil {
+				l.WithError(err).Warn("ledger: the orphaned cell still cannot be destroyed; its CPUs and RAM stay taken")
+				kept = append(kept, e)
+				continue
+			}
+			l.Warn("ledger: destroyed an orphaned cell and reclaimed its entry")
+			live[e.Cell] = false
+		}
 		if !live[e.Cell] && !processAlive(e.PID, e.PIDStart) {
 			logger.WithField("owner", e.Owner).WithField("cell", e.Cell).WithField("pid", e.PID).
 				WithField("cpus", jailhouse.FormatCPUList(e.CPUs)).WithField("ram", formatRanges(e.RAM)).
@@ -252,12 +276,13 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 
 // Release drops owner's entry and its saved cell configuration. Releasing
 // an owner without an entry is not an error, so Release may be repeated
-// after a crash.
+// after a crash. An orphaned entry of the same owner stays: its cell still
+// exists.
 func (l *Ledger) Release(owner string) error {
 	return l.update(func(f *ledgerFile) (bool, error) {
 		n := len(f.Entries)
 		f.Entries = slices.DeleteFunc(f.Entries, func(e Entry) bool {
-			if e.Owner == owner {
+			if e.live(owner) {
 				l.removeConfig(e.Cell)
 				return true
 			}
@@ -275,7 +300,7 @@ func (l *Ledger) SaveConfig(owner string, config []byte) error {
 		if err != nil {
 			return err
 		}
-		i := slices.IndexFunc(f.Entries, func(e Entry) bool { return e.Owner == owner })
+		i := slices.IndexFunc(f.Entries, func(e Entry) bool { return e.live(owner) })
 		if i < 0 {
 			return fmt.Errorf("ledger %s: no entry for %s: %w", l.path, owner, errdefs.ErrNotFound)
 		}
@@ -284,6 +309,26 @@ func (l *Ledger) SaveConfig(owner string, config []byte) error {
 			return fmt.Errorf("ledger %s: %w", l.path, err)
 		}
 		return writeFileAtomic(p, config)
+	})
+}
+
+// MarkOrphaned records that owner gave up its entry's cell, which could
+// not be destroyed (reason says why): the entry stays, since the cell
+// still holds its CPUs and RAM, but it no longer belongs to a container.
+// The owner's id is free for a new container, and every later allocation
+// tries to destroy the cell again (heal) and reclaims the entry once that
+// works. Marking an owner without a live entry is not an error.
+func (l *Ledger) MarkOrphaned(owner, reason string) error {
+	return l.update(func(f *ledgerFile) (bool, error) {
+		for i := range f.Entries {
+			if e := &f.Entries[i]; e.live(owner) {
+				e.Orphaned, e.OrphanReason = time.Now().UTC(), reason
+				// No process owns it any more.
+				e.PID, e.PIDStart = 0, 0
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 }
 
@@ -303,14 +348,15 @@ func (l *Ledger) Entries() ([]Entry, error) {
 	return entries, err
 }
 
-// Lookup returns owner's entry; found is false when there is none.
+// Lookup returns owner's entry, not an orphaned one; found is false when
+// there is none.
 func (l *Ledger) Lookup(owner string) (e Entry, found bool, err error) {
 	entries, err := l.Entries()
 	if err != nil {
 		return Entry{}, false, err
 	}
 	for _, e := range entries {
-		if e.Owner == owner {
+		if e.live(owner) {
 			return e, true, nil
 		}
 	}

@@ -13,6 +13,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/runphi/runphi/pkg/jailhouse"
+	"github.com/runphi/runphi/pkg/jailhouse/sim"
 )
 
 const mib = 1 << 20
@@ -533,5 +536,90 @@ func TestLedgerReadsVersion1(t *testing.T) {
 	data, _ := os.ReadFile(path)
 	if !strings.Contains(string(data), `"version": 2`) {
 		t.Errorf("rewritten ledger is not version 2:\n%s", data)
+	}
+}
+
+// An entry whose owner gave its cell up (the shim's delete could not
+// destroy it) frees the container id at once, keeps what the cell holds,
+// and is reclaimed by the first allocation after the cell can be destroyed.
+func TestLedgerOrphanedEntries(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	req := Request{NumCPUs: 2, Memory: 32 * mib}
+	old := mustAllocate(t, n.ledger, "ns/web", n.board, req)
+	// An active comm region: the inmate answers shutdown requests itself.
+	c, err := jailhouse.DecodeCell(foreignCellConfig(t, n.board, old.Cell, old.CPUs, old.RAM[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Flags &^= jailhouse.CellPassiveCommRegion
+	cfg, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ledger.SaveConfig("ns/web", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.driver.CreateCell(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.driver.StartCell(old.Cell); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.driver.SetShutdownPolicy(old.Cell, sim.PolicyDeny); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ledger.MarkOrphaned("ns/web", "destroy cell: EPERM"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The id is free again; the orphan's CPUs, RAM and name are not.
+	again, err := n.ledger.Allocate(ctx, n.driver, "ns/web", n.board, req)
+	if err != nil {
+		t.Fatalf("allocation for the id of an orphaned entry: %v", err)
+	}
+	if again.Cell == old.Cell || slices.ContainsFunc(again.CPUs, func(c int) bool { return slices.Contains(old.CPUs, c) }) {
+		t.Errorf("new allocation %s %v reuses the orphaned cell %s %v", again.Cell, again.CPUs, old.Cell, old.CPUs)
+	}
+	if e, found, _ := n.ledger.Lookup("ns/web"); !found || e.Cell != again.Cell {
+		t.Errorf("Lookup gives %+v (found %v), want the live entry of cell %s", e, found, again.Cell)
+	}
+	// Releasing the new container leaves the orphan.
+	if err := n.ledger.Release("ns/web"); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := n.ledger.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Cell != old.Cell || entries[0].Orphaned.IsZero() || entries[0].OrphanReason == "" || entries[0].PID != 0 {
+		t.Fatalf("after release the ledger holds %+v, want only the orphaned entry of %s, marked, with no owner pid", entries, old.Cell)
+	}
+
+	// While the inmate denies, healing keeps the entry.
+	if _, err := n.ledger.Allocate(ctx, n.driver, "ns/other", n.board, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.driver.Cell(old.Cell); err != nil {
+		t.Fatalf("the orphaned cell went while its inmate denies shutdown: %v", err)
+	}
+	// Once it approves, the next allocation destroys the cell and reclaims it.
+	if err := n.driver.SetShutdownPolicy(old.Cell, sim.PolicyApprove); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.ledger.Allocate(ctx, n.driver, "ns/third", n.board, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.driver.Cell(old.Cell); !errors.Is(err, jailhouse.ErrCellNotFound) {
+		t.Errorf("orphaned cell after healing: %v, want it destroyed", err)
+	}
+	entries, _ = n.ledger.Entries()
+	for _, e := range entries {
+		if e.Cell == old.Cell {
+			t.Errorf("orphaned entry %+v still in the ledger after its cell was destroyed", e)
+		}
+	}
+	if _, err := os.Stat(n.ledger.ConfigPath(old.Cell)); !os.IsNotExist(err) {
+		t.Errorf("saved configuration of the reclaimed orphan: %v, want it removed", err)
 	}
 }
