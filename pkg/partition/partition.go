@@ -65,8 +65,9 @@ type Record struct {
 // Create turns a container into a loaded, not yet started partition: read
 // the boot description, compute the request, allocate, plan, encode, create
 // the cell and load the payload. Any failure undoes every earlier step (the
-// cell is destroyed if it was created, the ledger entry released) and is
-// returned wrapping an errdefs sentinel:
+// cell is destroyed if it was created, the ledger entry released; a cell
+// that cannot be destroyed stays, with its entry marked orphaned for later
+// allocations to destroy) and is returned wrapping an errdefs sentinel:
 //   - errdefs.ErrInvalidArgument: a bad image or spec (a *BootDescriptionError
 //     for the boot description and the payload);
 //   - errdefs.ErrFailedPrecondition: an image without a boot description
@@ -137,11 +138,22 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocate partition for %s: %w", owner, err)
 	}
+	// cellLeft is set when the rollback could not destroy the cell: its
+	// entry must then stay, orphaned, since the cell still holds what the
+	// entry records.
+	var cellLeft error
 	defer func() {
-		if retErr != nil {
-			if err := o.Ledger.Release(owner); err != nil {
-				logger.WithError(err).Error("rollback: release ledger entry")
+		if retErr == nil {
+			return
+		}
+		if cellLeft != nil {
+			if err := o.Ledger.MarkOrphaned(owner, cellLeft.Error()); err != nil {
+				logger.WithError(err).Error("rollback: mark the ledger entry of the leaked cell orphaned")
 			}
+			return
+		}
+		if err := o.Ledger.Release(owner); err != nil {
+			logger.WithError(err).Error("rollback: release ledger entry")
 		}
 	}()
 	logger = logger.WithField("cell", alloc.Cell)
@@ -204,7 +216,8 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	defer func() {
 		if retErr != nil {
 			if err := destroyCell(o.Driver, cell.Name); err != nil {
-				logger.WithError(err).Error("rollback: destroy cell")
+				logger.WithError(err).Error("rollback: cannot destroy the cell; leaving it and its ledger entry orphaned for later allocations to destroy")
+				cellLeft = err
 			}
 		}
 	}()

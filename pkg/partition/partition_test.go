@@ -276,6 +276,43 @@ func TestCreateRollsBack(t *testing.T) {
 	}
 }
 
+// A rollback that cannot destroy the cell it created leaves the cell with
+// its ledger entry orphaned, not a cell the ledger forgot; the container's
+// id is free at once, and the next allocation destroys the cell.
+func TestCreateRollbackThatCannotDestroy(t *testing.T) {
+	n := newNode(t)
+	if err := n.driver.InjectError("load", unix.EINVAL); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.driver.InjectError("destroy", unix.EBUSY); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := scriptRootfs(t, `{}`, helloScript)
+	_, err := Create(context.Background(), n.options("c", rootfs, nil))
+	if !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("Create: %v, want the LOAD's EINVAL", err)
+	}
+	entries, err := n.ledger.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Orphaned.IsZero() || !strings.Contains(entries[0].OrphanReason, "device or resource busy") {
+		t.Fatalf("ledger after the failed rollback: %+v, want one orphaned entry saying why", entries)
+	}
+	if _, err := n.driver.Cell(entries[0].Cell); err != nil {
+		t.Fatalf("the cell the rollback could not destroy: %v", err)
+	}
+	// The same container id creates again; healing destroys the orphan.
+	p, err := Create(context.Background(), n.options("c", rootfs, nil))
+	if err != nil {
+		t.Fatalf("Create after the orphaned rollback: %v", err)
+	}
+	if err := p.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n.checkEmpty(t)
+}
+
 func TestCreateWithoutBootDescription(t *testing.T) {
 	n := newNode(t)
 	rootfs := makeRootfs(t, rootfsFile{path: "/bin/sh", data: "x"})
