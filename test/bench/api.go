@@ -57,14 +57,21 @@ type template struct {
 	spec   specs.Spec
 }
 
-// newTemplate creates a container (no task) of ref on runtime with ctr and
-// reads it back.
-func (d *daemon) newTemplate(a *api, id, runtime, ref string, args ...string) (*template, error) {
-	if _, err := d.ctr(30*time.Second, append([]string{"container", "create", "--runtime", runtime, ref, id}, args...)...); err != nil {
+// newTemplate creates a container of ref on runtime with `ctr run -d`
+// (which, unlike `ctr container create`, sets runc's root in the runtime
+// options), removes its task, and reads the container back.
+func (d *daemon) newTemplate(a *api, id, runtime, ref string) (*template, error) {
+	if _, err := d.ctr(30*time.Second, d.run("-d", runtime, ref, id)...); err != nil {
+		return nil, err
+	}
+	if err := a.kill(id); err != nil {
 		return nil, err
 	}
 	ctx, cancel := nsContext(10 * time.Second)
 	defer cancel()
+	if _, err := a.tasks.Delete(ctx, &tasksapi.DeleteTaskRequest{ContainerID: id}); err != nil {
+		return nil, fmt.Errorf("delete the task of template %s: %w", id, err)
+	}
 	got, err := a.containers.Get(ctx, &containersapi.GetContainerRequest{ID: id})
 	if err != nil {
 		return nil, fmt.Errorf("get container %s: %w", id, err)

@@ -38,6 +38,9 @@ type daemon struct {
 	binDir    string // containerd and ctr
 	shimDir   string // containerd-shim-runphi-v2, first after binDir on the daemon's PATH
 	dir       string
+	runDir    string // what a host keeps in /run: containerd's state, FIFOs, runc's and runphi's state
+	tmpfs     bool   // run is a tmpfs, as /run is on a host with systemd
+	runcRoot  string // runc's state dir, for both runtimes
 	sock      string
 	logPath   string
 	config    string // runphi.toml
@@ -47,29 +50,44 @@ type daemon struct {
 	exited    chan struct{}
 }
 
-func startDaemon(binDir, shimDir string) (*daemon, error) {
+// startDaemon starts the daemon. With tmpfs, the state a host keeps under
+// /run (containerd's state dir, the FIFOs, runc's root, runphi's state_dir
+// and sim_dir: tmpfs on any systemd host, and the defaults of every one of
+// them) is on a private tmpfs, so that neither runtime pays for disk
+// writes a production host would not make; containerd's root stays on disk.
+func startDaemon(binDir, shimDir string, tmpfs bool) (*daemon, error) {
 	dir, err := os.MkdirTemp("/tmp", "rphb-")
 	if err != nil {
 		return nil, err
 	}
+	run := filepath.Join(dir, "run")
 	d := &daemon{
-		binDir: binDir, shimDir: shimDir, dir: dir,
+		binDir: binDir, shimDir: shimDir, dir: dir, runDir: run, tmpfs: tmpfs,
+		runcRoot:  filepath.Join(run, "runc"),
 		sock:      filepath.Join(dir, "c.sock"),
 		logPath:   filepath.Join(dir, "containerd.log"),
 		config:    filepath.Join(dir, "runphi.toml"),
 		debugConf: filepath.Join(dir, "runphi-debug.toml"),
 		exited:    make(chan struct{}),
 	}
-	for _, p := range []string{"root", "state", "fifo", "runphi/state", "runphi/sim", "cni/net.d", "cri"} {
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		return nil, err
+	}
+	if tmpfs {
+		if err := syscall.Mount("tmpfs", run, "tmpfs", 0, "size=1g,mode=0755"); err != nil {
+			return nil, fmt.Errorf("mount a tmpfs on %s: %w", run, err)
+		}
+	}
+	for _, p := range []string{"root", "run/state", "run/fifo", "run/runc", "run/runphi/state", "run/runphi/sim", "cni/net.d", "cri"} {
 		if err := os.MkdirAll(filepath.Join(dir, p), 0o755); err != nil {
 			return nil, err
 		}
 	}
-	runphi := fmt.Sprintf("backend = \"sim\"\nstate_dir = %q\nsim_dir = %q\nboard = \"qemu-arm64\"\n",
-		filepath.Join(dir, "runphi/state"), filepath.Join(dir, "runphi/sim"))
+	runphi := fmt.Sprintf("backend = \"sim\"\nstate_dir = %q\nsim_dir = %q\nboard = \"qemu-arm64\"\n[runc]\nroot = %q\n",
+		filepath.Join(run, "runphi/state"), filepath.Join(run, "runphi/sim"), d.runcRoot)
 	files := map[string]string{
 		d.config:    runphi,
-		d.debugConf: runphi + "debug = true\n",
+		d.debugConf: strings.Replace(runphi, "[runc]", "debug = true\n[runc]", 1),
 		filepath.Join(dir, "cni/net.d/10-lo.conflist"): `{"cniVersion":"1.0.0","name":"lo","plugins":[{"type":"loopback"}]}` + "\n",
 		filepath.Join(dir, "config.toml"):              d.containerdConfig(),
 		filepath.Join(dir, "crictl.yaml"):              fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n", d.sock, d.sock),
@@ -139,12 +157,14 @@ state = %q
     conf_dir = %q
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = %q
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      Root = %q
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runphi]
     runtime_type = %q
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runphi.options]
       ConfigPath = %q
-`, filepath.Join(d.dir, "root"), filepath.Join(d.dir, "state"), d.sock, d.sock+".ttrpc",
-		pauseImage.ref, cniBinDir, filepath.Join(d.dir, "cni/net.d"), runtimeRunc, runtimeRunphi, d.config)
+`, filepath.Join(d.dir, "root"), filepath.Join(d.runDir, "state"), d.sock, d.sock+".ttrpc",
+		pauseImage.ref, cniBinDir, filepath.Join(d.dir, "cni/net.d"), runtimeRunc, d.runcRoot, runtimeRunphi, d.config)
 }
 
 // stop removes every pod, task and container, stops the daemon by its pid,
@@ -314,3 +334,24 @@ func haveCrictl() bool {
 }
 
 var errSkipped = errors.New("skipped")
+
+// runFlags are ctr run's flags for a container on runtime: the FIFO dir
+// and, for runc, its root.
+func (d *daemon) runFlags(runtime string) []string {
+	f := []string{"--fifo-dir", filepath.Join(d.runDir, "fifo"), "--runtime", runtime}
+	if runtime == runtimeRunc {
+		f = append(f, "--runc-root", d.runcRoot)
+	}
+	return f
+}
+
+// run is ctr run's arguments: mode ("-d", "--rm" or ""), the runtime's
+// flags, then the rest (other flags, the image, the id, the command).
+func (d *daemon) run(mode, runtime string, rest ...string) []string {
+	args := []string{"run"}
+	if mode != "" {
+		args = append(args, mode)
+	}
+	args = append(args, d.runFlags(runtime)...)
+	return append(args, rest...)
+}

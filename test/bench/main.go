@@ -27,15 +27,16 @@ func main() {
 		binDir  = flag.String("bin", "bin", "where containerd-shim-runphi-v2 is (make build)")
 		ctrdDir = flag.String("containerd", "/usr/bin", "where containerd 1.6.20 and ctr are")
 		keep    = flag.Bool("keep", false, "keep the daemon's work dir")
+		tmpfs   = flag.Bool("tmpfs", true, "keep what a host keeps in /run (containerd state, FIFOs, runc root, runphi state) on a tmpfs, as /run is")
 	)
 	flag.Parse()
-	if err := run(*rounds, *warmup, *cycles, *floods, *stalls, *only, *out, *binDir, *ctrdDir, *keep); err != nil {
+	if err := run(*rounds, *warmup, *cycles, *floods, *stalls, *only, *out, *binDir, *ctrdDir, *keep, *tmpfs); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(rounds, warmup, cycles, floods, stalls int, only, out, binDir, ctrdDir string, keep bool) error {
+func run(rounds, warmup, cycles, floods, stalls int, only, out, binDir, ctrdDir string, keep, tmpfs bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root: containerd mounts rootfs and runc creates containers")
 	}
@@ -81,7 +82,7 @@ func run(rounds, warmup, cycles, floods, stalls int, only, out, binDir, ctrdDir 
 		needDaemon = needDaemon || want(p)
 	}
 	if needDaemon {
-		if err := measureOnDaemon(res, rounds, warmup, cycles, floods, stalls, want, shimDir, ctrdDir, keep, logf, load, &m); err != nil {
+		if err := measureOnDaemon(res, rounds, warmup, cycles, floods, stalls, want, shimDir, ctrdDir, keep, tmpfs, logf, load, &m); err != nil {
 			return err
 		}
 	}
@@ -102,12 +103,13 @@ func run(rounds, warmup, cycles, floods, stalls int, only, out, binDir, ctrdDir 
 }
 
 func measureOnDaemon(res *results, rounds, warmup, cycles, floods, stalls int, want func(string) bool,
-	shimDir, ctrdDir string, keep bool, logf func(string, ...any), load *loadSampler, m *machine) (retErr error) {
-	d, err := startDaemon(ctrdDir, shimDir)
+	shimDir, ctrdDir string, keep, tmpfs bool, logf func(string, ...any), load *loadSampler, m *machine) (retErr error) {
+	d, err := startDaemon(ctrdDir, shimDir, tmpfs)
 	if err != nil {
 		return err
 	}
 	m.containerd = "containerd " + d.version
+	m.tmpfs = tmpfs
 	logf("started containerd %s in %s", d.version, d.dir)
 	stopped := false
 	stop := func() {
@@ -159,6 +161,7 @@ func measureOnDaemon(res *results, rounds, warmup, cycles, floods, stalls int, w
 		{"P1", "shim binaries' -v", b.shimExec},
 		{"P1", "ctr run -d, and P2 one task per shim", b.startAndMemory},
 		{"P1", "task API start", b.apiStart},
+		{"P1", "start into a running grouped shim", b.groupedStart},
 		{"P1", "CRI start", b.criStart},
 		{"phases", "the shim's phase log", b.phases},
 		{"P2", "grouped shims", b.groupedMemory},
