@@ -104,7 +104,7 @@ lint:
 	$(GO) vet -tags bench ./test/bench/
 	@for p in $(CROSS_PLATFORMS); do GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet ./... || exit 1; done
 	@sc=$$(command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck); \
-	if [ -x "$$sc" ]; then echo "$$sc ./..."; "$$sc" ./... && "$$sc" -tags e2e ./test/...; \
+	if [ -x "$$sc" ]; then echo "$$sc ./..."; "$$sc" ./... && "$$sc" -tags e2e ./test/... && "$$sc" -tags bench ./test/bench/; \
 	else echo "staticcheck not installed; skipped (make tools installs $(STATICCHECK_VERSION))"; fi
 
 tools:

@@ -5,7 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -332,8 +331,6 @@ func haveCrictl() bool {
 	}
 	return true
 }
-
-var errSkipped = errors.New("skipped")
 
 // runFlags are ctr run's flags for a container on runtime: the FIFO dir
 // and, for runc, its root.

@@ -35,14 +35,6 @@ func (s samples) median() float64 {
 func (s samples) min() float64 { return slices.Min(s) }
 func (s samples) max() float64 { return slices.Max(s) }
 
-func (s samples) sum() float64 {
-	var t float64
-	for _, v := range s {
-		t += v
-	}
-	return t
-}
-
 // cell formats "median (min–max)" with the given unit and precision.
 func (s samples) cell(format string) string {
 	if len(s) == 0 {
