@@ -209,6 +209,15 @@ func (d *dispatcher) Delete(ctx context.Context, r *taskv3.DeleteRequest) (*task
 func (d *dispatcher) Shutdown(ctx context.Context, r *taskv3.ShutdownRequest) (*emptypb.Empty, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for id, c := range d.ids {
+		// A partition whose Delete ran past its deadline and finished in
+		// the background is gone without a Delete having said so here.
+		if c.kind == targetPartition {
+			if _, err := d.parts.get(id); errdefs.IsNotFound(err) {
+				delete(d.ids, id)
+			}
+		}
+	}
 	if len(d.ids) > 0 {
 		return &emptypb.Empty{}, nil
 	}

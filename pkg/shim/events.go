@@ -40,6 +40,13 @@ const (
 	forwardTimeout   = 5 * time.Second
 	forwardBackoff   = 100 * time.Millisecond // times the attempt number
 	forwardDialLimit = 2 * time.Second
+	// While containerd's socket refuses connections (the daemon is
+	// restarting) events wait, in order, instead of being dropped after
+	// forwardAttempts, so that an exit during the restart still reaches
+	// it (containerd#6771); a dial is retried every forwardOutagePoll, for
+	// at most forwardOutageLimit.
+	forwardOutagePoll  = time.Second
+	forwardOutageLimit = 10 * time.Minute
 )
 
 // namespaceHeader carries the namespace in ttrpc metadata, as containerd's
@@ -51,7 +58,8 @@ const namespaceHeader = "containerd-namespace-ttrpc"
 // (TTRPC_ADDRESS), one at a time in the order they were published, from a
 // single goroutine. A failed send is retried with a linear back-off and
 // then dropped with an error in the log, so that one lost event cannot hold
-// back every later one.
+// back every later one. While containerd cannot be reached at all (it is
+// restarting), events are held instead, up to forwardOutageLimit.
 type forwarder struct {
 	address   string // containerd's ttrpc socket path; empty drops every event
 	namespace string
@@ -169,34 +177,60 @@ func (f *forwarder) run() {
 	}
 }
 
-// forward sends one envelope, retrying forwardAttempts times.
+// forward sends one envelope, retrying forwardAttempts times, and for as
+// long as forwardOutageLimit while containerd's socket cannot be dialled.
 func (f *forwarder) forward(env *types.Envelope) error {
 	if f.address == "" {
 		return errors.New("no TTRPC_ADDRESS to forward events to")
 	}
-	var err error
-	for attempt := 1; attempt <= forwardAttempts; attempt++ {
-		if err = f.send(env); err == nil {
+	var downSince time.Time
+	for attempt := 1; ; {
+		err := f.send(env)
+		if err == nil {
+			if !downSince.IsZero() {
+				log.G(f.ctx).WithField("down_for", time.Since(downSince).Round(time.Millisecond)).
+					Info("containerd is reachable again; forwarding the held events")
+			}
 			return nil
 		}
 		f.disconnect()
-		if attempt == forwardAttempts {
-			break
+		wait := time.Duration(attempt) * forwardBackoff
+		var de *dialError
+		if errors.As(err, &de) {
+			if downSince.IsZero() {
+				downSince = time.Now()
+				log.G(f.ctx).WithError(err).WithField("topic", env.GetTopic()).
+					Warn("containerd is unreachable; holding events until it is back")
+			}
+			if time.Since(downSince) > forwardOutageLimit {
+				return fmt.Errorf("containerd unreachable for %s: %w", forwardOutageLimit, err)
+			}
+			wait = forwardOutagePoll
+		} else {
+			if attempt == forwardAttempts {
+				return fmt.Errorf("after %d attempts: %w", forwardAttempts, err)
+			}
+			attempt++
 		}
 		select {
-		case <-time.After(time.Duration(attempt) * forwardBackoff):
+		case <-time.After(wait):
 		case <-f.ctx.Done():
 			return fmt.Errorf("%w (gave up at shutdown)", err)
 		}
 	}
-	return fmt.Errorf("after %d attempts: %w", forwardAttempts, err)
 }
+
+// dialError is a failure to reach containerd's socket at all.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "dial containerd's ttrpc socket: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
 
 func (f *forwarder) send(env *types.Envelope) error {
 	if f.client == nil {
 		conn, err := net.DialTimeout("unix", f.address, forwardDialLimit)
 		if err != nil {
-			return fmt.Errorf("dial containerd's ttrpc socket: %w", err)
+			return &dialError{err: err}
 		}
 		f.client = ttrpc.NewClient(conn)
 		f.events = eventsapi.NewTTRPCEventsClient(f.client)

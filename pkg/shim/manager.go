@@ -446,11 +446,12 @@ func (m *manager) delete(ctx context.Context) error {
 		resp.Pid, resp.ExitStatus, resp.ExitedAt = uint32(exit.pid), uint32(exit.status), timestamppb.New(exit.at)
 	default:
 		resp.Pid = uint32(st.ShimPid)
-		if st.Partition != nil {
-			if err := destroyRecorded(ctx, st); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		// A cell that cannot be destroyed does not fail the delete: the
+		// container is gone for containerd either way, and a failed
+		// delete would leave its bundle behind ("mkdir bundle: file
+		// exists" on the next run with the id). The cell is left orphaned
+		// in the ledger instead (destroyRecorded).
+		destroyRecorded(ctx, st, destroyTimeout)
 		if st.Mounted && st.Rootfs != "" {
 			if err := unmountRootfs(st.Rootfs); err != nil {
 				errs = append(errs, err)
@@ -478,17 +479,60 @@ func (m *manager) delete(ctx context.Context) error {
 	return err
 }
 
-// destroyRecorded destroys a recorded partition through the backend its
-// task was created on, and frees its ledger entry.
-func destroyRecorded(ctx context.Context, st *taskState) error {
+// destroyTimeout bounds the destroy in `delete`: containerd kills the
+// command after 5 s (io.containerd.timeout.shim.cleanup) and then reports
+// 255 and keeps the bundle, so the rest of the cleanup must fit.
+const destroyTimeout = 3 * time.Second
+
+// destroyRecorded destroys the partition of a task whose shim died, through
+// the backend the task was created on, and frees its ledger entry. The
+// record in the state file names the cell; a shim that died inside
+// partition.Create, before writing it, is found by its ledger entry (its
+// owner, made by that shim). When the cell cannot be destroyed within
+// timeout (an inmate that denies shutdown, a wedged or failing driver), the
+// entry is marked orphaned: it keeps the cell's resources taken, frees the
+// container id, and later allocations destroy the cell once they can. That
+// is logged as an error, which containerd shows as a warning.
+func destroyRecorded(ctx context.Context, st *taskState, timeout time.Duration) {
+	logger := log.G(ctx)
 	be, err := openBackend(ctx, st.Config, false)
 	if err != nil {
-		return fmt.Errorf("reopen the backend of task %q: %w", st.ID, err)
+		logger.WithError(err).Error("PARTITION LEAKED: cannot reopen the backend of the task; its cell and ledger entry stay")
+		return
 	}
-	if err := partition.DestroyRecord(ctx, be.driver, be.ledger, *st.Partition); err != nil {
-		return fmt.Errorf("destroy the partition of task %q: %w", st.ID, err)
+	rec := st.Partition
+	if rec == nil {
+		owner := st.Namespace + "/" + st.ID
+		e, found, err := be.ledger.Lookup(owner)
+		switch {
+		case err != nil:
+			logger.WithError(err).Error("PARTITION LEAKED: cannot read the ledger to find the task's cell")
+			return
+		case !found:
+			return // the shim died before allocating anything
+		case e.PID != st.ShimPid:
+			logger.WithField("cell", e.Cell).WithField("pid", e.PID).
+				Warn("the ledger entry of this container id was made by another shim; leaving it")
+			return
+		}
+		rec = &partition.Record{Owner: owner, Cell: e.Cell, Ledger: be.ledger.Path()}
 	}
-	return nil
+	logger = logger.WithField("cell", rec.Cell)
+	done := make(chan error, 1)
+	go func() { done <- partition.DestroyRecord(ctx, be.driver, be.ledger, *rec) }()
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		err = fmt.Errorf("destroy cell %q: the hypervisor has not answered within %s: %w", rec.Cell, timeout, context.DeadlineExceeded)
+	}
+	if err == nil {
+		return
+	}
+	logger.WithError(err).Error("CELL LEAKED: the cell of the dead shim's partition cannot be destroyed; " +
+		"its ledger entry is marked orphaned and later partitions' allocations will try to destroy it again")
+	if merr := be.ledger.MarkOrphaned(rec.Owner, err.Error()); merr != nil {
+		logger.WithError(merr).Error("mark the ledger entry orphaned")
+	}
 }
 
 // removeDeadSocket removes the socket named in <bundle>/address if nothing

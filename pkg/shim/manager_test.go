@@ -321,8 +321,8 @@ func TestDeleteAfterShimDied(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
 		t.Errorf("state file after delete: %v", err)
 	}
-	h.svc.mu.Lock()
-	defer h.svc.mu.Unlock()
+	h.svc.backendMu.Lock()
+	defer h.svc.backendMu.Unlock()
 	if len(h.svc.backends) != 1 {
 		t.Fatalf("%d backends, want the one the task used", len(h.svc.backends))
 	}

@@ -168,7 +168,9 @@ func configureLogging(out io.Writer, debugLevel bool) {
 	logrus.SetLevel(level)
 }
 
-// dumpStacksOn logs every goroutine's stack on each signal (SIGUSR1).
+// dumpStacksOn logs, on each signal (SIGUSR1), how many goroutines and open
+// file descriptors the process has (one line: the leak checks of the
+// reliability tests read it) and then every goroutine's stack.
 func dumpStacksOn(ctx context.Context, signals <-chan os.Signal) {
 	for {
 		select {
@@ -176,6 +178,8 @@ func dumpStacksOn(ctx context.Context, signals <-chan os.Signal) {
 			return
 		case <-signals:
 		}
+		log.G(ctx).WithField("goroutines", runtime.NumGoroutine()).WithField("open_fds", openFDs()).
+			Info("shim resources")
 		buf := make([]byte, 64<<10)
 		for {
 			n := runtime.Stack(buf, true)
@@ -187,4 +191,14 @@ func dumpStacksOn(ctx context.Context, signals <-chan os.Signal) {
 		}
 		log.G(ctx).Infof("=== goroutine stack dump ===\n%s\n=== end of goroutine stack dump ===", buf)
 	}
+}
+
+// openFDs counts the process's open file descriptors; -1 if /proc cannot
+// tell.
+func openFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents) - 1 // the directory being read is one of them
 }

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -35,7 +36,20 @@ type serviceOptions struct {
 	// CgroupV2 makes Stats answer with cgroup v2 Metrics (a unified-only
 	// host) instead of v1 (a legacy or hybrid host).
 	CgroupV2 bool
+	// KillTimeout and DeleteTimeout bound Kill and Delete of a partition
+	// (0: DefaultKillTimeout, DefaultDeleteTimeout).
+	KillTimeout, DeleteTimeout time.Duration
 }
+
+// Deadlines of the partition RPCs that wait for the hypervisor. A wedged
+// driver must not hang containerd: past its deadline the RPC answers
+// DeadlineExceeded and the request goes on in the background
+// (docs/reliability.md). Delete stays below the 10 s a client commonly
+// gives it (containerd#7496).
+const (
+	DefaultKillTimeout   = 5 * time.Second
+	DefaultDeleteTimeout = 8 * time.Second
+)
 
 // service implements the task API for partitions. One service lives in each
 // long-lived shim process.
@@ -51,10 +65,19 @@ type service struct {
 	cgroupV2  bool          // Stats sends cgroup v2 Metrics
 	exit      chan struct{} // closed (once, under mu) when Shutdown lets the process end
 
-	mu       sync.Mutex
-	tasks    map[string]*task    // guarded by mu; a nil value reserves an id while Create runs
-	backends map[string]*backend // guarded by mu; by backendKey
-	exiting  bool                // guarded by mu; exit is closed, no new tasks
+	killTimeout   time.Duration
+	deleteTimeout time.Duration
+
+	mu      sync.Mutex
+	tasks   map[string]*task // guarded by mu; a nil value reserves an id while Create runs
+	exiting bool             // guarded by mu; exit is closed, no new tasks
+
+	// backendMu serialises opening backends, apart from mu: opening one may
+	// enable the simulated hypervisor, a driver request that can wait
+	// behind a wedged one, and mu must never wait for the hypervisor (every
+	// RPC takes it).
+	backendMu sync.Mutex
+	backends  map[string]*backend // guarded by backendMu; by backendKey
 }
 
 func newService(ctx context.Context, opts serviceOptions) *service {
@@ -68,8 +91,11 @@ func newService(ctx context.Context, opts serviceOptions) *service {
 		legacy:    opts.Containerd16,
 		cgroupV2:  opts.CgroupV2,
 		exit:      make(chan struct{}),
-		tasks:     make(map[string]*task),
-		backends:  make(map[string]*backend),
+
+		killTimeout:   cmp.Or(opts.KillTimeout, DefaultKillTimeout),
+		deleteTimeout: cmp.Or(opts.DeleteTimeout, DefaultDeleteTimeout),
+		tasks:         make(map[string]*task),
+		backends:      make(map[string]*backend),
 	}
 }
 
@@ -116,11 +142,10 @@ func (s *service) publishTask(t *task) {
 	s.tasks[t.id] = t
 }
 
-// backend opens, or reuses, the backend a configuration selects. Opening is
-// rare and quick (a board profile, a directory), so it runs under mu.
+// backend opens, or reuses, the backend a configuration selects.
 func (s *service) backend(cfg Config) (*backend, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.backendMu.Lock()
+	defer s.backendMu.Unlock()
 	key := backendKey(cfg)
 	if b, ok := s.backends[key]; ok {
 		return b, nil
@@ -208,11 +233,8 @@ type task struct {
 	pid     uint32
 	exited  chan struct{} // closed when status becomes stopped, or at delete
 
-	// deleteMu serialises Delete calls, so a retried Delete waits for the
-	// first one and then finds the task gone (containerd#7496).
-	deleteMu sync.Mutex
-
 	mu             sync.Mutex
+	deleting       *deleteOp    // guarded by mu; the Delete in progress, which a retried Delete joins
 	status         taskStatus   // guarded by mu
 	exit           caronte.Exit // guarded by mu; meaningful once status is stopped
 	startedAt      time.Time    // guarded by mu; when Start began, zero before

@@ -201,7 +201,14 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 	defer func() {
 		if retErr != nil {
 			if err := part.Destroy(context.WithoutCancel(ctx)); err != nil {
-				log.G(ctx).WithError(err).Error("destroy the cell of a failed create; the cell is leaked")
+				// The container goes away all the same; the ledger
+				// keeps what the cell holds, and later allocations try
+				// to destroy it again.
+				log.G(ctx).WithError(err).WithField("cell", part.Name()).
+					Error("CELL LEAKED: cannot destroy the cell of a failed create; its ledger entry is marked orphaned")
+				if err := be.ledger.MarkOrphaned(part.Owner(), err.Error()); err != nil {
+					log.G(ctx).WithError(err).Error("mark the ledger entry of the leaked cell orphaned")
+				}
 			}
 		}
 	}()
@@ -358,10 +365,28 @@ func (s *service) kill(ctx context.Context, r *taskv3.KillRequest) error {
 		// containerd and CRI take NotFound as "already gone".
 		return fmt.Errorf("kill task %q: process already finished: %w", t.id, errdefs.ErrNotFound)
 	}
-	if err := t.proxy.Kill(ctx, syscall.Signal(r.GetSignal())); err != nil {
-		return fmt.Errorf("kill task %q with signal %d: %w", t.id, r.GetSignal(), err)
+	// A SIGKILL (or the shutdown request of a graceful kill) waits for the
+	// hypervisor, which may be wedged: the kill goes on without the caller
+	// after the deadline, and its destroy still ends the task.
+	done := make(chan error, 1)
+	kctx := context.WithoutCancel(ctx)
+	go func() { done <- t.proxy.Kill(kctx, syscall.Signal(r.GetSignal())) }()
+	timer := time.NewTimer(s.killTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("kill task %q with signal %d: %w", t.id, r.GetSignal(), err)
+		}
+		return nil
+	case <-timer.C:
+		log.G(ctx).WithField("id", t.id).WithField("signal", r.GetSignal()).WithField("timeout", s.killTimeout).
+			Warn("kill: the hypervisor has not answered; the kill goes on in the background")
+		return fmt.Errorf("kill task %q with signal %d: the hypervisor has not answered within %s; the kill goes on in the background: %w",
+			t.id, r.GetSignal(), s.killTimeout, context.DeadlineExceeded)
+	case <-ctx.Done():
+		return fmt.Errorf("kill task %q with signal %d: %w", t.id, r.GetSignal(), ctx.Err())
 	}
-	return nil
 }
 
 // Wait blocks until the task exits, for any number of callers, and
@@ -391,31 +416,73 @@ func (s *service) Delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.
 	return resp, nil
 }
 
+// deleteOp is one Delete of a task running in the background, so that a
+// Delete past its deadline can be retried and join it rather than start
+// over (containerd#7496).
+type deleteOp struct {
+	done chan struct{} // closed when resp and err are set
+	resp *taskv3.DeleteResponse
+	err  error
+}
+
 func (s *service) delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.DeleteResponse, error) {
 	t, err := s.getInit(r.GetID(), r.GetExecID())
 	if err != nil {
 		return nil, err
 	}
-	t.deleteMu.Lock()
-	defer t.deleteMu.Unlock()
-
 	t.mu.Lock()
-	deleted, status := t.deleted, t.status
-	t.mu.Unlock()
+	deleted, status, op := t.deleted, t.status, t.deleting
 	switch {
 	case deleted:
+		t.mu.Unlock()
 		return nil, fmt.Errorf("task %q: %w", t.id, errdefs.ErrNotFound)
-	case status == statusStarting || status == statusRunning:
+	case op == nil && (status == statusStarting || status == statusRunning):
+		t.mu.Unlock()
 		return nil, fmt.Errorf("delete task %q: it is %s; kill it first: %w", t.id, status, errdefs.ErrFailedPrecondition)
+	case op == nil:
+		op = &deleteOp{done: make(chan struct{})}
+		t.deleting = op
+		go s.runDelete(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx)), t, op)
 	}
+	t.mu.Unlock()
 
+	timer := time.NewTimer(s.deleteTimeout)
+	defer timer.Stop()
+	select {
+	case <-op.done:
+		return op.resp, op.err
+	case <-timer.C:
+		log.G(ctx).WithField("id", t.id).WithField("timeout", s.deleteTimeout).
+			Warn("delete: the hypervisor has not answered; the delete goes on in the background")
+		return nil, fmt.Errorf("delete task %q: not done within %s (the hypervisor has not answered); it goes on in the background, and a retried Delete waits for it: %w",
+			t.id, s.deleteTimeout, context.DeadlineExceeded)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("delete task %q: %w", t.id, ctx.Err())
+	}
+}
+
+// runDelete does the work of a Delete: close caronte, destroy the cell
+// (freeing the ledger entry), unmount, remove the state, publish
+// TaskDelete and forget the task. On failure the task stays, so that a
+// retried Delete tries again.
+func (s *service) runDelete(ctx context.Context, t *task, op *deleteOp) {
+	resp, err := s.deleteNow(ctx, t)
+	t.mu.Lock()
+	if err != nil {
+		t.deleting = nil
+	}
+	op.resp, op.err = resp, err
+	close(op.done)
+	t.mu.Unlock()
+}
+
+func (s *service) deleteNow(ctx context.Context, t *task) (*taskv3.DeleteResponse, error) {
 	// caronte first: it stops watching and closes the FIFOs; the cell is
 	// not touched by Close.
 	if err := t.proxy.Close(); err != nil {
 		log.G(ctx).WithError(err).WithField("id", t.id).Warn("close the task's stdio")
 	}
 	if err := t.part.Destroy(ctx); err != nil {
-		// The task stays, so that a retried Delete tries again.
 		return nil, fmt.Errorf("delete task %q: %w", t.id, err)
 	}
 	if t.state.Mounted {
