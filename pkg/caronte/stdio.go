@@ -145,9 +145,14 @@ func stdioPath(name string) (path string, isFile bool, err error) {
 	if !strings.Contains(name, "://") {
 		return name, false, nil
 	}
+	// Errors name the scheme and path, never the URI whole: containerd
+	// runs the message through a printf, and a query such as nerdctl's
+	// "?_NERDCTL_INTERNAL_LOGGING=%2Ftmp…" came out as "%!F(MISSING)tmp…".
 	u, err := url.Parse(name)
 	if err != nil {
-		return "", false, fmt.Errorf("parse stdio URI %q: %w: %w", name, errdefs.ErrInvalidArgument, err)
+		// url's errors quote the URI (or its bad %-escape), so they stay out.
+		scheme, _, _ := strings.Cut(name, "://")
+		return "", false, fmt.Errorf("%s:// stdio URI does not parse as a URL: %w", scheme, errdefs.ErrInvalidArgument)
 	}
 	switch u.Scheme {
 	case "fifo":
@@ -156,7 +161,8 @@ func stdioPath(name string) (path string, isFile bool, err error) {
 		return u.Path, true, nil
 	default:
 		// binary:// loggers need a process of their own; not yet.
-		return "", false, fmt.Errorf("stdio URI %q: scheme %q: %w", name, u.Scheme, errdefs.ErrNotImplemented)
+		return "", false, fmt.Errorf("%s:// logging to %s is not supported for partitions (use a FIFO, fifo:// or file://): %w",
+			u.Scheme, u.Path, errdefs.ErrNotImplemented)
 	}
 }
 
