@@ -272,8 +272,8 @@ func (b *Board) allocateCPUs(h *holdings, req Request) ([]int, error) {
 		}
 	}
 	if len(free) < req.NumCPUs {
-		return nil, &ExhaustedError{Resource: "cpu", Detail: fmt.Sprintf("asked %d CPUs, %d free (%s) of partition CPUs %s",
-			req.NumCPUs, len(free), jailhouse.FormatCPUList(free), jailhouse.FormatCPUList(b.PartitionCPUs))}
+		return nil, &ExhaustedError{Resource: "cpu", Detail: fmt.Sprintf("asked %s, %s of partition CPUs %s",
+			count(req.NumCPUs, "CPU"), freeText(free), jailhouse.FormatCPUList(b.PartitionCPUs))}
 	}
 	return free[:req.NumCPUs], nil
 }
@@ -470,9 +470,16 @@ func (b *Board) allocateINTx(h *holdings, devices []int, own []uint32) ([]uint32
 			free = append(free, int(p))
 		}
 	}
-	return nil, 0, &ExhaustedError{Resource: "interrupt", Detail: fmt.Sprintf(
-		"asked %d INTx lines for PCI devices %v, free interrupts %s of %s do not fit", len(offs), devices,
-		jailhouse.FormatCPUList(free), formatPins(b.SPIs))}
+	devs := "PCI device " + strings.Trim(fmt.Sprint(devices), "[]")
+	if len(devices) > 1 {
+		devs = "PCI devices " + strings.Trim(fmt.Sprint(devices), "[]")
+	}
+	detail := fmt.Sprintf("asked %s for %s, none free of interrupts %s", count(len(offs), "INTx line"), devs, formatPins(b.SPIs))
+	if len(free) > 0 {
+		detail = fmt.Sprintf("asked %s for %s, and the free interrupts %s of %s do not fit them",
+			count(len(offs), "INTx line"), devs, jailhouse.FormatCPUList(free), formatPins(b.SPIs))
+	}
+	return nil, 0, &ExhaustedError{Resource: "interrupt", Detail: detail}
 }
 
 // allocateRPUs picks the lowest n free RPU ids.
@@ -487,7 +494,8 @@ func (b *Board) allocateRPUs(h *holdings, n int) ([]int, error) {
 		}
 	}
 	if len(free) < n {
-		return nil, &ExhaustedError{Resource: "rpu", Detail: fmt.Sprintf("asked %d RPUs, %d free (%v) of %v", n, len(free), free, b.RPUs)}
+		return nil, &ExhaustedError{Resource: "rpu", Detail: fmt.Sprintf("asked %s, %s of RPUs %s",
+			count(n, "RPU"), freeText(free), jailhouse.FormatCPUList(b.RPUs))}
 	}
 	return free[:n], nil
 }
@@ -498,4 +506,20 @@ func formatPins(pins []uint32) string {
 		ns[i] = int(p)
 	}
 	return jailhouse.FormatCPUList(ns)
+}
+
+// count spells n things: "1 CPU", "3 CPUs".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// freeText says what of a list is free: "none free", "2 free (14-15)".
+func freeText(free []int) string {
+	if len(free) == 0 {
+		return "none free"
+	}
+	return fmt.Sprintf("%d free (%s)", len(free), jailhouse.FormatCPUList(free))
 }

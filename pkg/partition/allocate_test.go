@@ -330,7 +330,7 @@ func TestAllocateResources(t *testing.T) {
 			},
 			req:  Request{NumCPUs: 1, Memory: 2 * mib, Net: true},
 			err:  errdefs.IsResourceExhausted,
-			text: "interrupt: asked 1 INTx lines for PCI devices [4]",
+			text: "interrupt: asked 1 INTx line for PCI device 4",
 		},
 		{
 			name:  "RPUs on an Omnivisor board",
@@ -348,7 +348,23 @@ func TestAllocateResources(t *testing.T) {
 			before: []step{{"ns/a", Request{Memory: 2 * mib, RPUs: 1}}},
 			req:    Request{Memory: 2 * mib, RPUs: 2},
 			err:    errdefs.IsResourceExhausted,
-			text:   "rpu: asked 2 RPUs, 1 free ([1]) of [0 1]",
+			text:   "rpu: asked 2 RPUs, 1 free (1) of RPUs 0-1",
+		},
+		{
+			name:   "the last CPU taken: one CPU asked, none free, no empty list",
+			board:  qemu,
+			before: []step{{"ns/a", Request{NumCPUs: 14, Memory: 2 * mib}}},
+			req:    Request{NumCPUs: 1, Memory: 2 * mib},
+			err:    errdefs.IsResourceExhausted,
+			text:   "cpu: asked 1 CPU, none free of partition CPUs 2-15",
+		},
+		{
+			name:   "the last RPU taken",
+			board:  zcu,
+			before: []step{{"ns/a", Request{Memory: 2 * mib, RPUs: 2}}},
+			req:    Request{Memory: 2 * mib, RPUs: 1},
+			err:    errdefs.IsResourceExhausted,
+			text:   "rpu: asked 1 RPU, none free of RPUs 0-1",
 		},
 		{
 			name:  "no RPUs on the board",
