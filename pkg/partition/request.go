@@ -177,7 +177,9 @@ func (req *Request) readResources(res *specs.LinuxResources, b *Board) error {
 	if cpu := res.CPU; cpu != nil {
 		switch {
 		case cpu.Cpus != "":
-			cpus, err := partitionCPUList("linux.resources.cpu.cpus", cpu.Cpus, b)
+			cpus, err := partitionCPUList(cpu.Cpus, b, func(problem string) error {
+				return specError("linux.resources.cpu.cpus", cpu.Cpus, problem)
+			})
 			if err != nil {
 				return err
 			}
@@ -224,20 +226,32 @@ func (req *Request) readResources(res *specs.LinuxResources, b *Board) error {
 	return nil
 }
 
-// partitionCPUList parses a cpulist that must name partition CPUs of b.
-func partitionCPUList(field, value string, b *Board) ([]int, error) {
-	cpus, err := jailhouse.ParseCPUList(value)
-	if err != nil {
-		return nil, specError(field, value, err.Error())
+// partitionCPUList parses a cpulist that must name partition CPUs of b,
+// each once; fail turns a problem into the error naming the field.
+func partitionCPUList(value string, b *Board, fail func(problem string) error) ([]int, error) {
+	var cpus []int
+	// Item by item: ParseCPUList folds "3,3" into "3", and a list naming a
+	// CPU twice is a typo for some other list, not a request for CPU 3.
+	for _, item := range strings.Split(value, ",") {
+		got, err := jailhouse.ParseCPUList(item)
+		if err != nil {
+			return nil, fail(err.Error())
+		}
+		for _, c := range got {
+			if slices.Contains(cpus, c) {
+				return nil, fail(fmt.Sprintf("names CPU %d twice", c))
+			}
+		}
+		cpus = append(cpus, got...)
 	}
 	if len(cpus) == 0 {
-		return nil, specError(field, value, "names no CPU")
+		return nil, fail("names no CPU")
 	}
+	slices.Sort(cpus)
 	for _, c := range cpus {
 		if !slices.Contains(b.PartitionCPUs, c) {
-			return nil, specError(field, value,
-				fmt.Sprintf("CPU %d is not available to partitions on board %s (partitions may use %s; the others stay with root Linux)",
-					c, b.Name, jailhouse.FormatCPUList(b.PartitionCPUs)))
+			return nil, fail(fmt.Sprintf("CPU %d is not available to partitions on board %s (partitions may use %s; the others stay with root Linux)",
+				c, b.Name, jailhouse.FormatCPUList(b.PartitionCPUs)))
 		}
 	}
 	return cpus, nil
@@ -263,7 +277,7 @@ func (req *Request) readAnnotations(ann map[string]string, b *Board) error {
 		}
 		switch k {
 		case AnnotationCPUs:
-			cpus, err := partitionCPUList("annotation "+k, v, b)
+			cpus, err := partitionCPUList(v, b, func(problem string) error { return annotationError(k, v, problem) })
 			if err != nil {
 				return err
 			}

@@ -67,6 +67,7 @@ func TestRequestFromSpecErrors(t *testing.T) {
 		{"absurd quota", specWith(&specs.LinuxCPU{Quota: ptr[int64](1 << 62), Period: ptr[uint64](1)}, nil), "linux.resources.cpu.quota", "more than Jailhouse"},
 		{"memory beyond the whole pool", specWith(nil, &specs.LinuxMemory{Limit: ptr[int64](1 << 30)}), "linux.resources.memory.limit", "largest partition pool holds (232 MiB in 0x70000000-0x7e800000)"},
 		{"more CPUs than the board has", specWith(&specs.LinuxCPU{Quota: ptr[int64](1500000), Period: ptr[uint64](100000)}, nil), "linux.resources.cpu", "more than the 14 CPUs"},
+		{"cpuset naming a CPU twice", specWith(&specs.LinuxCPU{Cpus: "5,5"}, nil), "linux.resources.cpu.cpus", "names CPU 5 twice"},
 		{"negative memory limit", specWith(nil, &specs.LinuxMemory{Limit: ptr[int64](-2)}), "linux.resources.memory.limit", "negative"},
 	}
 	for _, tt := range tests {
@@ -152,6 +153,10 @@ func TestRequestAnnotationErrors(t *testing.T) {
 		{"bad UART mode", withAnnotations(nil, "runphi.io/uart", "loud"), errdefs.IsInvalidArgument, `want "shared", "dedicated" or "none"`},
 		{"bad network value", withAnnotations(nil, "runphi.io/network", "maybe"), errdefs.IsInvalidArgument, `want "on" or "off"`},
 		{"a link named twice", withAnnotations(nil, "runphi.io/shmem-link", "a,a"), errdefs.IsInvalidArgument, "twice"},
+		{"a CPU named twice", withAnnotations(nil, "runphi.io/cpus", "3,3"), errdefs.IsInvalidArgument,
+			`annotation runphi.io/cpus="3,3": names CPU 3 twice`},
+		{"a CPU named twice by overlapping ranges", withAnnotations(nil, "runphi.io/cpus", "2-4,4-5"), errdefs.IsInvalidArgument,
+			`annotation runphi.io/cpus="2-4,4-5": names CPU 4 twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
