@@ -56,9 +56,26 @@ func ParseConsoleKind(s string) (ConsoleKind, error) {
 // Errors returned by Create for consoles.
 var (
 	// ErrVirtualConsoleTaken means another partition owns the host's
-	// virtual console. It is errdefs.ErrResourceExhausted underneath.
-	ErrVirtualConsoleTaken = fmt.Errorf("the virtual console is owned by another partition: %w", errdefs.ErrResourceExhausted)
+	// virtual console. Create returns it as a *VirtualConsoleTakenError,
+	// which names the owner and matches errdefs.ErrResourceExhausted.
+	ErrVirtualConsoleTaken = errors.New("the virtual console is owned by another partition")
 )
+
+// VirtualConsoleTakenError is a claim of the virtual console while Owner
+// (cell Cell) has it. It matches ErrVirtualConsoleTaken and
+// errdefs.ErrResourceExhausted; its message is one sentence without them.
+type VirtualConsoleTakenError struct {
+	Owner, Cell string
+}
+
+func (e *VirtualConsoleTakenError) Error() string {
+	return fmt.Sprintf("the virtual console is owned by %s (cell %q); use \"console\": \"ivshmem\" in this image's boot description", e.Owner, e.Cell)
+}
+
+// Unwrap returns ErrVirtualConsoleTaken and errdefs.ErrResourceExhausted.
+func (e *VirtualConsoleTakenError) Unwrap() []error {
+	return []error{ErrVirtualConsoleTaken, errdefs.ErrResourceExhausted}
+}
 
 // consoleChoice is the console a partition gets and why.
 type consoleChoice struct {
@@ -150,7 +167,7 @@ func readVConsoleOwner(path string) (vconsoleOwner, error) {
 // claimVirtualConsole makes owner (with cell) the owner of the virtual
 // console. An owner whose cell no longer exists and whose ledger entry is
 // gone (its shim died without delete) is replaced; a live one makes the
-// claim fail with ErrVirtualConsoleTaken.
+// claim fail with a *VirtualConsoleTakenError.
 func claimVirtualConsole(path, owner, cell string, d jailhouse.Driver, l *Ledger) error {
 	return withVConsoleLock(path, func() error {
 		cur, err := readVConsoleOwner(path)
@@ -158,7 +175,7 @@ func claimVirtualConsole(path, owner, cell string, d jailhouse.Driver, l *Ledger
 			return err
 		}
 		if cur.Owner != "" && cur.Owner != owner && vconsoleOwnerAlive(cur, d, l) {
-			return fmt.Errorf("%w: %s (cell %q) has it; use \"console\": \"ivshmem\"", ErrVirtualConsoleTaken, cur.Owner, cur.Cell)
+			return &VirtualConsoleTakenError{Owner: cur.Owner, Cell: cur.Cell}
 		}
 		b, err := json.Marshal(vconsoleOwner{Owner: owner, Cell: cell})
 		if err != nil {

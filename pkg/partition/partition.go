@@ -378,13 +378,27 @@ func cellGone(d jailhouse.Driver, name string, err error) bool {
 	return errors.Is(cerr, jailhouse.ErrCellNotFound)
 }
 
-// driverError classifies a refusal of the driver: ENOMEM (hypervisor memory
-// pool exhausted) is ResourceExhausted, anything else FailedPrecondition.
-// The driver error stays in the chain, errno included.
-func driverError(op, cell string, err error) error {
-	var class error = errdefs.ErrFailedPrecondition
-	if errors.Is(err, unix.ENOMEM) {
-		class = errdefs.ErrResourceExhausted
+// DriverError is a refusal of the driver to Op ("create cell", "load
+// cell", …) the cell Cell. It matches Err, errno included, and a class:
+// errdefs.ErrResourceExhausted for ENOMEM (the hypervisor's memory pool is
+// exhausted), else errdefs.ErrFailedPrecondition. The class is in the
+// chain, not in the message.
+type DriverError struct {
+	Op, Cell string
+	Err      error
+}
+
+func (e *DriverError) Error() string { return fmt.Sprintf("%s %q: %v", e.Op, e.Cell, e.Err) }
+
+// Unwrap returns the driver's error and the class.
+func (e *DriverError) Unwrap() []error {
+	if errors.Is(e.Err, unix.ENOMEM) {
+		return []error{e.Err, errdefs.ErrResourceExhausted}
 	}
-	return fmt.Errorf("%s %q: %w (%w)", op, cell, err, class)
+	return []error{e.Err, errdefs.ErrFailedPrecondition}
+}
+
+// driverError classifies a refusal of the driver (see DriverError).
+func driverError(op, cell string, err error) error {
+	return &DriverError{Op: op, Cell: cell, Err: err}
 }

@@ -25,7 +25,10 @@ import (
 // PrebuiltError is a prebuilt cell reaching outside what partitions may
 // have. File is the image path of the .cell, Field the C name of the
 // offending part ("memory_regions[2]", "cpus", "irqchips[0]",
-// "pci_devices[1]"). It matches errdefs.ErrPermissionDenied.
+// "pci_devices[1]"). It matches errdefs.ErrPermissionDenied, and its
+// message ends in "permission denied": containerd 1.6 has no such class,
+// so there the error arrives as FailedPrecondition and the text is all
+// that says so.
 type PrebuiltError struct {
 	File  string
 	Field string
@@ -33,7 +36,7 @@ type PrebuiltError struct {
 }
 
 func (e *PrebuiltError) Error() string {
-	return fmt.Sprintf("prebuilt cell %s: %s: %v", e.File, e.Field, e.Err)
+	return fmt.Sprintf("prebuilt cell %s: %s: %v: %v", e.File, e.Field, e.Err, errdefs.ErrPermissionDenied)
 }
 
 // Unwrap returns errdefs.ErrPermissionDenied and the cause.
