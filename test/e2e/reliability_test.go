@@ -333,12 +333,15 @@ func TestShimKilledAnywhereLeavesNothing(t *testing.T) {
 					}
 					time.Sleep(5 * time.Millisecond)
 				}
-				switch {
-				case p.after != nil:
+				if p.after != nil {
 					p.after(t, d, id, &bg)
-				case p.delay != "":
-					time.Sleep(200 * time.Millisecond)
 				}
+				// A point with a wedged request is reached once the shim
+				// took the delay: it is inside the request.
+				waitFor(t, "the shim to enter the wedged request", 20*time.Second, func() bool {
+					f, err := drv.PendingFaults()
+					return err == nil && len(f.Delays) == 0
+				})
 				// Jitter, so the kill lands at a different instant each run.
 				time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
 				pids := d.serverPIDs(id)

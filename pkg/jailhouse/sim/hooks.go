@@ -127,6 +127,23 @@ func (d *Driver) ClearFaults() error {
 	}, nil)
 }
 
+// Faults are the injected errors and delays not yet used up.
+type Faults struct {
+	Errors map[string]unix.Errno    // by jailhouse.Request… name
+	Delays map[string]time.Duration // by jailhouse.Request… name
+}
+
+// PendingFaults returns the injected errors and delays that no request
+// has taken yet: a test reads it to tell whether a request reached the
+// driver.
+func (d *Driver) PendingFaults() (Faults, error) {
+	s, _, err := d.readState()
+	if err != nil {
+		return Faults{}, err
+	}
+	return Faults{Errors: s.Injected, Delays: s.Delays}, nil
+}
+
 // SetShutdownPolicy sets how the cell's inmate answers the hypervisor's
 // shutdown requests from now on, as its script's on-shutdown command does:
 // PolicyApprove, PolicyDeny (requests fail with EPERM) or PolicyIgnore (they

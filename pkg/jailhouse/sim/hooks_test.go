@@ -117,6 +117,9 @@ func TestInjectDelay(t *testing.T) {
 		other, err := Open(d.Dir(), Options{})
 		must(t, err)
 		must(t, other.InjectDelay("destroy", 400*time.Millisecond))
+		if f, err := d.PendingFaults(); err != nil || f.Delays[jailhouse.RequestCellDestroy] != 400*time.Millisecond {
+			t.Fatalf("PendingFaults = %+v, %v; want the destroy's delay", f, err)
+		}
 
 		began := time.Now()
 		destroyed := make(chan error, 1)
@@ -134,6 +137,9 @@ func TestInjectDelay(t *testing.T) {
 		must(t, other.StartCell("other"))
 		if waited := time.Since(began); waited < 350*time.Millisecond {
 			t.Errorf("a start issued during the wedged destroy returned after %v, want it to wait the delay out", waited)
+		}
+		if f, _ := d.PendingFaults(); len(f.Delays) != 0 {
+			t.Errorf("PendingFaults while the delay is served = %+v, want it taken", f)
 		}
 		must(t, <-destroyed)
 		if took := time.Since(began); took < 400*time.Millisecond {
