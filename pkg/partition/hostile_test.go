@@ -73,6 +73,67 @@ func TestPrebuiltCellAccepted(t *testing.T) {
 	n.checkEmpty(t)
 }
 
+// A prebuilt cell may take as much RAM as the container was granted: its
+// memory limit, or without one the default 64 MiB a generated partition
+// gets. A small RAM region at cell address 0 (the loader's RAM0, as
+// upstream's demo cells have) comes on top, as it does for a generated
+// partition.
+func TestPrebuiltCellRAMWithinTheRequest(t *testing.T) {
+	resize := func(b *Board, size uint64, loader bool) *jailhouse.Cell {
+		c := prebuiltCell(t, b)
+		for i, m := range c.MemoryRegions {
+			if m.Flags&jailhouse.MemLoadable != 0 {
+				c.MemoryRegions[i].PhysStart, c.MemoryRegions[i].Size = 0x74000000, size
+				c.MemoryRegions[i].VirtStart = 0x40000000
+			}
+		}
+		if loader {
+			c.MemoryRegions = append(c.MemoryRegions, jailhouse.Memory{PhysStart: 0x7c000000, VirtStart: 0, Size: b.LoaderArea,
+				Flags: jailhouse.MemRead | jailhouse.MemWrite | jailhouse.MemExecute | jailhouse.MemLoadable})
+		}
+		c.CPUResetAddress = 0x40000000
+		return c
+	}
+	tests := []struct {
+		name   string
+		size   uint64
+		loader bool
+		limit  int64
+		ok     bool
+	}{
+		{name: "64 MiB without a limit", size: 64 * mib, ok: true},
+		{name: "64 MiB and the loader's RAM0 without a limit", size: 64 * mib, loader: true, ok: true},
+		{name: "66 MiB without a limit", size: 66 * mib},
+		{name: "128 MiB with a 128 MiB limit", size: 128 * mib, limit: 128 * mib, ok: true},
+		{name: "128 MiB with a 64 MiB limit", size: 128 * mib, limit: 64 * mib},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			n := newNode(t)
+			var spec *specs.Spec
+			if tt.limit != 0 {
+				spec = specWith(nil, &specs.LinuxMemory{Limit: ptr(tt.limit)})
+			}
+			p, err := Create(ctx, n.options("pre", prebuiltRootfs(t, resize(n.board, tt.size, tt.loader)), spec))
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("Create: %v", err)
+				}
+				if err := p.Destroy(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				var pe *PrebuiltError
+				if !errdefs.IsPermissionDenied(err) || !errors.As(err, &pe) || pe.Field != "memory_regions[1]" {
+					t.Fatalf("Create: %v, want PermissionDenied naming memory_regions[1]", err)
+				}
+			}
+			n.checkEmpty(t)
+		})
+	}
+}
+
 // Acceptance 4 of issue 4: hostile inputs are refused with
 // PermissionDenied or InvalidArgument, naming what is wrong, and nothing is
 // allocated: no cell, no ledger entry beyond the victim's, no saved config.
@@ -137,7 +198,9 @@ func TestHostileInputs(t *testing.T) {
 		}, is: errdefs.IsInvalidArgument, text: `key "cell": /boot/x.cell:`},
 		{name: "prebuilt cell larger than the memory limit", rootfs: cellWith(func(*jailhouse.Cell) {}),
 			spec: specWith(nil, &specs.LinuxMemory{Limit: ptr[int64](16 * mib)}),
-			is:   errdefs.IsInvalidArgument, text: "the cell has 32 MiB of RAM, more than the memory limit 16 MiB"},
+			is:   errdefs.IsPermissionDenied, text: "memory_regions[1]: RAM 0x7c000000-0x7e000000 brings the cell's RAM to 32 MiB, more than its memory limit of 16 MiB"},
+		{name: "prebuilt cell larger than the default memory, without a limit", rootfs: cellWith(ram(0x74000000, 128*mib)),
+			is: errdefs.IsPermissionDenied, text: "memory_regions[1]: RAM 0x74000000-0x7c000000 brings the cell's RAM to 128 MiB, more than the 64 MiB a partition gets without a memory limit"},
 		{name: "cpuset naming a CPU kept for Linux", rootfs: plain, spec: specWith(&specs.LinuxCPU{Cpus: "1"}, nil),
 			is: errdefs.IsInvalidArgument, text: "CPU 1 is not available to partitions on board qemu-arm64"},
 		{name: "memory limit larger than the pool", rootfs: plain, spec: specWith(nil, &specs.LinuxMemory{Limit: ptr[int64](4 << 30)}),

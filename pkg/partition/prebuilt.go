@@ -57,6 +57,7 @@ type exactRequest struct {
 type indexedRange struct {
 	field string
 	r     Range
+	virt  uint64 // where the cell sees it
 }
 
 // maxPrebuiltSize bounds a .cell read from an image: the hypervisor takes
@@ -146,7 +147,7 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 			if !slices.ContainsFunc(b.Pools, func(p Range) bool { return p.Contains(r) }) {
 				return nil, deny(field, "RAM %s %s; partition RAM must lie inside one pool (%s)", r, b.describe(r), formatRanges(b.Pools))
 			}
-			x.ram = append(x.ram, indexedRange{field, r})
+			x.ram = append(x.ram, indexedRange{field, r, m.VirtStart})
 		}
 	}
 	if len(x.ram) == 0 {
@@ -316,9 +317,18 @@ func (b *Board) describe(r Range) string {
 }
 
 // reconcilePrebuilt checks the spec's request against what the prebuilt
-// cell takes: a cpuset must name the cell's CPUs, a memory limit must cover
-// its RAM, and the options must not ask for what the cell does not have.
-func reconcilePrebuilt(req Request, x *exactRequest) error {
+// cell takes: a cpuset must name the cell's CPUs, its RAM must fit the
+// request's memory, and the options must not ask for what the cell does
+// not have.
+//
+// The request's memory is the spec's limit, or the default a generated
+// partition gets (DefaultMemory) when it sets none: an image takes no more
+// RAM by shipping its own cell than by not shipping one. RAM beyond it is
+// a *PrebuiltError (PermissionDenied) naming the region that crosses the
+// line. A region at cell address 0 no larger than the board's loader area
+// is the loader's RAM0, which a generated partition gets besides its
+// memory too, and is not counted.
+func reconcilePrebuilt(b *Board, req Request, x *exactRequest) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("prebuilt cell %s: "+format+": %w", append([]any{x.file}, append(args, errdefs.ErrInvalidArgument)...)...)
 	}
@@ -327,10 +337,19 @@ func reconcilePrebuilt(req Request, x *exactRequest) error {
 	}
 	var ram uint64
 	for _, m := range x.ram {
+		if m.virt == 0 && m.r.Size() <= b.LoaderArea {
+			continue
+		}
 		ram += m.r.Size()
-	}
-	if req.explicitMemory && ram > req.Memory {
-		return fail("the cell has %s of RAM, more than the memory limit %s", formatSize(ram), formatSize(req.Memory))
+		if ram <= req.Memory {
+			continue
+		}
+		limit := fmt.Sprintf("its memory limit of %s", formatSize(req.Memory))
+		if !req.explicitMemory {
+			limit = fmt.Sprintf("the %s a partition gets without a memory limit (set linux.resources.memory.limit to grant more)", formatSize(req.Memory))
+		}
+		return &PrebuiltError{File: x.file, Field: m.field, Err: fmt.Errorf("RAM %s brings the cell's RAM to %s, more than %s",
+			m.r, formatSize(ram), limit)}
 	}
 	switch {
 	case req.Network == NetworkOn && len(x.slots) == 0:
@@ -358,7 +377,7 @@ func prebuiltRequest(root *os.Root, b *Board, d *BootDescription, req Request) (
 	if err != nil {
 		return nil, Request{}, err
 	}
-	if err := reconcilePrebuilt(req, x); err != nil {
+	if err := reconcilePrebuilt(b, req, x); err != nil {
 		return nil, Request{}, err
 	}
 	return c, Request{CPUs: x.cpus, NumCPUs: len(x.cpus), UART: x.mode, Net: len(x.slots) > 0, exact: x}, nil
