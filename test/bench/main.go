@@ -21,7 +21,7 @@ func main() {
 		warmup  = flag.Int("warmup", 2, "rounds run first and thrown away")
 		cycles  = flag.Int("churn", 200, "P4 create → start → kill → delete cycles per runtime")
 		floods  = flag.Int("console-rounds", 5, "P5 throughput rounds (100 MB each)")
-		stalls  = flag.Int("stall-rounds", 3, "P5 stalled-reader rounds")
+		stalls  = flag.Int("stall-rounds", 2, "P5 stalled-reader rounds (9 s each side)")
 		only    = flag.String("only", "", "comma-separated subset of P1,P2,P3,P4,P5,phases (default all)")
 		out     = flag.String("out", "docs/performance.md", "file whose results section is rewritten; empty: print only")
 		binDir  = flag.String("bin", "bin", "where containerd-shim-runphi-v2 is (make build)")
@@ -167,7 +167,7 @@ func measureOnDaemon(res *results, rounds, warmup, cycles, floods, stalls int, w
 		{"P2", "grouped shims", b.groupedMemory},
 		{"P4", "churn", func() error { return b.churn(cycles) }},
 		{"P5", "console throughput", func() error { return b.consoleThroughput(floods) }},
-		{"P5", "stalled console reader", func() error { return b.consoleStall(stalls, 5*time.Second) }},
+		{"P5", "stalled console reader", func() error { return b.consoleStall(stalls, 9*time.Second) }},
 	}
 	for _, s := range steps {
 		if !want(s.part) && !(s.part == "P1" && s.what == "ctr run -d, and P2 one task per shim" && want("P2")) {

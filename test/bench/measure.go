@@ -63,6 +63,7 @@ type results struct {
 	mbpsPart, mbpsRunc           samples // MB/s from the first byte to EOF
 	stallBasePart, stallPeakPart samples // KiB
 	stallBaseRunc, stallPeakRunc samples // KiB
+	stallTrendPart               samples // KiB, peak of the stall's last third minus its middle third's
 	stallSeconds                 int
 
 	// phases
@@ -567,13 +568,14 @@ func (b *bench) consoleStall(rounds int, stall time.Duration) error {
 			if side == 1 {
 				id = args[len(args)-3]
 			}
-			base, peak, err := b.stallOne(args, id, stall)
+			base, peak, trend, err := b.stallOne(args, id, stall)
 			if err != nil {
 				return err
 			}
 			if side == 0 {
 				b.res.stallBasePart = append(b.res.stallBasePart, base)
 				b.res.stallPeakPart = append(b.res.stallPeakPart, peak)
+				b.res.stallTrendPart = append(b.res.stallTrendPart, trend)
 			} else {
 				b.res.stallBaseRunc = append(b.res.stallBaseRunc, base)
 				b.res.stallPeakRunc = append(b.res.stallPeakRunc, peak)
@@ -585,16 +587,19 @@ func (b *bench) consoleStall(rounds int, stall time.Duration) error {
 	return nil
 }
 
-func (b *bench) stallOne(args []string, id string, stall time.Duration) (base, peak float64, err error) {
+// stallOne returns the shim's RSS when the reader stopped, its peak over
+// the stall, and how much the last third's peak exceeds the middle third's
+// (bounded memory stops growing once the buffers are full).
+func (b *bench) stallOne(args []string, id string, stall time.Duration) (base, peak, trend float64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	cmd := b.d.ctrCommand(ctx, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer func() {
 		b.api.kill(id)
@@ -606,26 +611,28 @@ func (b *bench) stallOne(args []string, id string, stall time.Duration) (base, p
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		if _, err := stdout.Read(buf); err != nil {
-			return 0, 0, fmt.Errorf("read the output of %s: %w", id, err)
+			return 0, 0, 0, fmt.Errorf("read the output of %s: %w", id, err)
 		}
 	}
 	pid, err := b.d.shimPID(id)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if base, _, err = memory(pid); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	peak = base
-	for end := time.Now().Add(stall); time.Now().Before(end); {
+	var thirds [3]float64
+	t0 := time.Now()
+	for time.Since(t0) < stall {
 		time.Sleep(500 * time.Millisecond)
 		rss, _, err := memory(pid)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		peak = max(peak, rss)
+		k := min(int(3*time.Since(t0)/stall), 2)
+		thirds[k] = max(thirds[k], rss)
 	}
-	return base, peak, nil
+	return base, max(base, thirds[0], thirds[1], thirds[2]), thirds[2] - thirds[1], nil
 }
 
 // phaseLine is one line of the shim's phase timing log (pkg/shim/timing.go)
