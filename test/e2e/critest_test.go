@@ -16,9 +16,10 @@ import (
 )
 
 // critestEnv selects TestCritest; `make critest` sets it. The run needs a
-// daemon with a real pod network, so it has its own daemons, each inside a
-// network namespace of its own (containerd-on-this-machine.md §5 "Full pod
-// networking"): the bridge, veths and addresses never leave it.
+// daemon with a real pod network (a loopback-only CNI network cannot give a
+// pod its own eth0), so it has its own daemons, each inside a network
+// namespace of its own with a bridge network (docs/critest.md): the bridge,
+// veths and addresses never leave it.
 const critestEnv = "RUNPHI_CRITEST"
 
 // critestFocus is the subset issue 5 asks for.

@@ -209,10 +209,12 @@ func startDaemon(t *testing.T, s daemonSpec) *daemon {
 }
 
 // config is the daemon's configuration: everything under d.dir, and CRI on
-// with what it needs on these machines (containerd-on-this-machine.md §5):
-// a local pause image, restrict_oom_score_adj (root lacks CAP_SYS_RESOURCE),
-// a loopback-only CNI configuration (host-network pods), and the runtime
-// handler "runphi" whose ConfigPath is the suite's runphi.toml.
+// with what it needs on these machines (the same as docs/quickstart.md): a
+// local pause image (no registry is reachable), restrict_oom_score_adj (root
+// lacks CAP_SYS_RESOURCE, so runc cannot set the sandbox's -998), a
+// loopback-only CNI configuration (CRI reports the network ready; pods use
+// the host network), and the runtime handler "runphi" whose ConfigPath is
+// the suite's runphi.toml.
 func (d *daemon) config() string {
 	if d.major < 2 {
 		return fmt.Sprintf(`version = 2
