@@ -359,8 +359,23 @@ func TestShimKilledAnywhereLeavesNothing(t *testing.T) {
 				if problems := d.waitNoLeaks(15 * time.Second); len(problems) > 0 {
 					t.Errorf("after killing the shim of %s: %v", id, problems)
 				}
-				if _, err := os.Stat(d.bundleDir(id)); !os.IsNotExist(err) {
-					t.Errorf("bundle of %s left: %v", id, err)
+				// containerd removes the bundle once `shim delete` answered.
+				deadline = time.Now().Add(10 * time.Second)
+				for {
+					_, err := os.Stat(d.bundleDir(id))
+					if os.IsNotExist(err) {
+						break
+					}
+					if time.Now().After(deadline) {
+						ents, _ := os.ReadDir(d.bundleDir(id))
+						var names []string
+						for _, e := range ents {
+							names = append(names, e.Name())
+						}
+						t.Errorf("bundle of %s left after 10 s: %v %v", id, err, names)
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
 				}
 			})
 			if !ok {
