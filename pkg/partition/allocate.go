@@ -170,10 +170,24 @@ func (h *holdings) freeRanges(pool Range) []Range {
 // allocate picks the resources of req for owner on b, given what is held,
 // all or nothing. peers are the ledger entries, for joining links. It does
 // no I/O: the ledger calls it under its lock, and tests call it directly.
+//
+// Whether the request can ever be granted on b is settled first (checkFits):
+// a request that can never fit is InvalidArgument even on a full node, so
+// ResourceExhausted, which kubelet and users retry, only ever means "not
+// now".
 func (b *Board) allocate(h *holdings, peers []Entry, owner string, req Request) (Allocation, error) {
 	if req.exact != nil {
 		return b.allocateExact(h, owner, req.exact)
 	}
+	if err := b.checkFits(peers, owner, req); err != nil {
+		return Allocation{}, err
+	}
+	return b.take(h, peers, owner, req)
+}
+
+// take picks the resources of a request checkRequest accepted among what h
+// leaves free. Every error it returns is an *ExhaustedError.
+func (b *Board) take(h *holdings, peers []Entry, owner string, req Request) (Allocation, error) {
 	a := Allocation{Owner: owner}
 	var err error
 	if a.CPUs, err = b.allocateCPUs(h, req); err != nil {
@@ -246,12 +260,6 @@ func (b *Board) allocate(h *holdings, peers []Entry, owner string, req Request) 
 func (b *Board) allocateCPUs(h *holdings, req Request) ([]int, error) {
 	if req.CPUs != nil {
 		for _, c := range req.CPUs {
-			if !slices.Contains(b.PartitionCPUs, c) || b.Arch == jailhouse.ArchX86 && c == 0 {
-				return nil, fmt.Errorf("cpu: CPU %d is not available to partitions on board %s (partitions may use %s): %w",
-					c, b.Name, jailhouse.FormatCPUList(b.PartitionCPUs), errdefs.ErrInvalidArgument)
-			}
-		}
-		for _, c := range req.CPUs {
 			if o, held := h.cpus[c]; held {
 				return nil, &ExhaustedError{Resource: "cpu", Detail: fmt.Sprintf("asked CPUs %s, CPU %d is held by %s",
 					jailhouse.FormatCPUList(req.CPUs), c, o)}
@@ -260,14 +268,11 @@ func (b *Board) allocateCPUs(h *holdings, req Request) ([]int, error) {
 		return slices.Clone(req.CPUs), nil
 	}
 	if req.NumCPUs < 1 {
-		if req.RPUs > 0 {
-			return nil, nil // an RPU partition needs no APU CPU
-		}
-		return nil, fmt.Errorf("cpu: asked %d CPUs, want at least 1: %w", req.NumCPUs, errdefs.ErrInvalidArgument)
+		return nil, nil // an RPU partition needs no APU CPU
 	}
 	var free []int
-	for _, c := range b.PartitionCPUs {
-		if _, held := h.cpus[c]; !held && !(b.Arch == jailhouse.ArchX86 && c == 0) {
+	for _, c := range b.usableCPUs() {
+		if _, held := h.cpus[c]; !held {
 			free = append(free, c)
 		}
 	}
@@ -278,12 +283,18 @@ func (b *Board) allocateCPUs(h *holdings, req Request) ([]int, error) {
 	return free[:req.NumCPUs], nil
 }
 
-// firstFit finds the lowest granule-aligned block of size bytes (rounded up
-// to the granule) in the pools, in pool order, that nothing holds.
-func (b *Board) firstFit(h *holdings, size uint64) (Range, error) {
-	if size == 0 {
-		return Range{}, fmt.Errorf("memory: asked 0 bytes: %w", errdefs.ErrInvalidArgument)
+// usableCPUs are the partition CPUs a cell may have: on x86 never CPU 0,
+// which Jailhouse refuses to take from the root cell.
+func (b *Board) usableCPUs() []int {
+	if b.Arch != jailhouse.ArchX86 {
+		return b.PartitionCPUs
 	}
+	return slices.DeleteFunc(slices.Clone(b.PartitionCPUs), func(c int) bool { return c == 0 })
+}
+
+// firstFit finds the lowest granule-aligned block of size bytes (rounded up
+// to the granule, not 0) in the pools, in pool order, that nothing holds.
+func (b *Board) firstFit(h *holdings, size uint64) (Range, error) {
 	size = alignUp(size, b.Granule)
 	var largest uint64
 	for _, pool := range b.Pools {
@@ -332,20 +343,14 @@ func (b *Board) bestFit(h *holdings, size uint64) (Range, error) {
 }
 
 // allocateUART picks the port of a UART mode: its name and whether the
-// partition has it alone.
+// partition has it alone. checkRequest has made sure the board has a port
+// of the mode.
 func (b *Board) allocateUART(h *holdings, mode UARTMode) (string, bool, error) {
 	switch mode {
-	case UARTDefault:
+	case UARTDefault, UARTShared:
 		if u := b.sharedUART(); u != nil {
 			return u.Name, false, nil
 		}
-		return "", false, nil
-	case UARTShared:
-		if u := b.sharedUART(); u != nil {
-			return u.Name, false, nil
-		}
-		return "", false, fmt.Errorf("%s=shared: board %s has no UART shared with the root cell: %w",
-			AnnotationUART, b.Name, errdefs.ErrInvalidArgument)
 	case UARTDedicated:
 		var names []string
 		for _, u := range b.UARTs {
@@ -357,10 +362,6 @@ func (b *Board) allocateUART(h *holdings, mode UARTMode) (string, bool, error) {
 			}
 			names = append(names, fmt.Sprintf("%s (held by %s)", u.Name, h.uarts[u.Name]))
 		}
-		if len(names) == 0 {
-			return "", false, fmt.Errorf("%s=dedicated: board %s has no UART for one partition alone: %w",
-				AnnotationUART, b.Name, errdefs.ErrInvalidArgument)
-		}
 		return "", false, &ExhaustedError{Resource: "uart", Detail: "asked a dedicated UART, all are held: " + strings.Join(names, ", ")}
 	}
 	return "", false, nil
@@ -368,9 +369,6 @@ func (b *Board) allocateUART(h *holdings, mode UARTMode) (string, bool, error) {
 
 // allocateSlot picks the lowest free ivshmem window slot.
 func (b *Board) allocateSlot(h *holdings) (int, error) {
-	if b.IVSHMEM.Slots == 0 {
-		return 0, fmt.Errorf("network: board %s has no ivshmem window for root links: %w", b.Name, errdefs.ErrInvalidArgument)
-	}
 	for k := range b.IVSHMEM.Slots {
 		if _, held := h.slots[k]; !held {
 			return k, nil
@@ -383,13 +381,10 @@ func (b *Board) allocateSlot(h *holdings) (int, error) {
 // allocateLinks joins the links peers opened towards owner and opens the
 // others: a free link device and one granule of pool memory each.
 func (b *Board) allocateLinks(h *holdings, peers []Entry, owner string, ids []string) ([]Link, error) {
-	ns, self, _ := strings.Cut(owner, "/")
+	ns, _, _ := strings.Cut(owner, "/")
 	var links []Link
 	taken := map[int]bool{}
 	for _, id := range ids {
-		if id == self {
-			return nil, fmt.Errorf("%s: a container cannot link to itself: %w", AnnotationShmemLink, errdefs.ErrInvalidArgument)
-		}
 		peer := ns + "/" + id
 		joined := false
 		for _, e := range peers {
@@ -416,9 +411,6 @@ func (b *Board) allocateLinks(h *holdings, peers []Entry, owner string, ids []st
 			}
 		}
 		if dev < 0 {
-			if len(b.LinkDevices) == 0 {
-				return nil, fmt.Errorf("%s: board %s has no devices for partition links: %w", AnnotationShmemLink, b.Name, errdefs.ErrInvalidArgument)
-			}
 			return nil, &ExhaustedError{Resource: "link", Detail: fmt.Sprintf("asked a link to %s, all %d link devices are held", peer, len(b.LinkDevices))}
 		}
 		mem, err := b.firstFit(h, b.Granule)
@@ -484,9 +476,6 @@ func (b *Board) allocateINTx(h *holdings, devices []int, own []uint32) ([]uint32
 
 // allocateRPUs picks the lowest n free RPU ids.
 func (b *Board) allocateRPUs(h *holdings, n int) ([]int, error) {
-	if len(b.RPUs) == 0 {
-		return nil, fmt.Errorf("rpu: board %s has no Cortex-R5 RPUs: %w", b.Name, errdefs.ErrInvalidArgument)
-	}
 	var free []int
 	for _, r := range b.RPUs {
 		if _, held := h.rpus[r]; !held {

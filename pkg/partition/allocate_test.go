@@ -494,6 +494,18 @@ func TestAllocatorNeverShares(t *testing.T) {
 							if len(f.Entries) != before {
 								t.Fatalf("seq %d step %d: a refused allocation changed the ledger: %v", seq, step, err)
 							}
+							// ResourceExhausted means "not now": the request
+							// fits the empty board; InvalidArgument means
+							// "never": it does not. (Links are left out:
+							// joining a live peer's link takes less than
+							// opening it on an empty board.)
+							if len(req.Links) == 0 {
+								var empty ledgerFile
+								_, alone := allocateEntry(&empty, nil, owner, b, req)
+								if exhausted := errdefs.IsResourceExhausted(err); exhausted != (alone == nil) {
+									t.Fatalf("seq %d step %d: %+v refused with %v, and on the empty board: %v", seq, step, req, err, alone)
+								}
+							}
 						default:
 							t.Fatalf("seq %d step %d: %+v: unexpected error %v", seq, step, req, err)
 						}
@@ -565,9 +577,12 @@ func checkPlans(t *testing.T, b *Board, f *ledgerFile) {
 func TestAllocateErrorsNameTheResource(t *testing.T) {
 	b := mustBoard(t)
 	var f ledgerFile
-	_, err := allocateEntry(&f, nil, "ns/a", b, Request{NumCPUs: 15, Memory: 2 * mib})
+	if _, err := allocateEntry(&f, nil, "ns/a", b, Request{NumCPUs: 10, Memory: 2 * mib}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := allocateEntry(&f, nil, "ns/b", b, Request{NumCPUs: 5, Memory: 2 * mib})
 	var ee *ExhaustedError
 	if !errors.As(err, &ee) || ee.Resource != "cpu" {
-		t.Errorf("15 CPUs: %v", err)
+		t.Errorf("5 CPUs with 4 free: %v", err)
 	}
 }

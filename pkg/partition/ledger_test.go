@@ -131,12 +131,6 @@ func TestLedgerExhaustion(t *testing.T) {
 		text     string
 	}{
 		{
-			name:     "memory larger than the pool",
-			req:      Request{NumCPUs: 1, Memory: 256 * mib},
-			resource: "memory",
-			text:     "memory: asked 256 MiB, largest free block 232 MiB in pool 0x70000000-0x7e800000",
-		},
-		{
 			name:     "memory larger than what is left",
 			before:   []Request{{NumCPUs: 1, Memory: 128 * mib}},
 			req:      Request{NumCPUs: 1, Memory: 106 * mib},

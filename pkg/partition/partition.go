@@ -133,6 +133,18 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	// The cell and the payload in it are checked on an allocation from an
+	// empty board before anything is taken: what is wrong with them is
+	// wrong with any allocation, and must not hide behind the
+	// ResourceExhausted of a full node, which kubelet retries forever. A
+	// request that does not fit an empty board either is left to the
+	// ledger, which says why.
+	if trial, err := o.Board.allocate(newHoldings(), nil, owner, req); err == nil {
+		trial.Cell = CellName(o.Namespace, o.ID)
+		if _, _, _, err := buildCell(o.Board, req, desc, trial, prebuilt, payload, con.kind); err != nil {
+			return nil, err
+		}
+	}
 
 	alloc, err := o.Ledger.Allocate(ctx, o.Driver, owner, o.Board, req)
 	if err != nil {
@@ -171,23 +183,10 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 		}()
 	}
 
-	var cell *jailhouse.Cell
-	load := LoadAddress(o.Board, desc)
-	if prebuilt != nil {
-		cell = prebuilt
-		cell.Name = alloc.Cell
-		if !desc.HasStartingVAddress {
-			load = cell.CPUResetAddress
-		}
-	} else if cell, err = Plan(o.Board, req, desc, alloc); err != nil {
-		return nil, err
-	}
-	applyConsoleFlags(cell, con.kind)
-	images, err := payload.place(cell, desc, load)
+	cell, images, load, err := buildCell(o.Board, req, desc, alloc, prebuilt, payload, con.kind)
 	if err != nil {
 		return nil, err
 	}
-	load = images[0].Target
 	if err := checkCell(o.Board, o.Ledger, owner, cell); err != nil {
 		return nil, err
 	}
@@ -228,6 +227,34 @@ func Create(ctx context.Context, o Options) (_ *Partition, retErr error) {
 		owner: owner, driver: o.Driver, ledger: o.Ledger,
 		alloc: alloc, cell: cell, loadAddr: load, console: con,
 	}, nil
+}
+
+// buildCell makes the cell of allocation a: the prebuilt cell (a copy,
+// renamed) or the planned one, with the console's flags, and places the
+// payload in it. It returns the cell, the images to load and where the
+// first one goes.
+func buildCell(b *Board, req Request, d *BootDescription, a Allocation, prebuilt *jailhouse.Cell, p *payload, console ConsoleKind) (*jailhouse.Cell, []jailhouse.Image, uint64, error) {
+	var cell *jailhouse.Cell
+	load := LoadAddress(b, d)
+	if prebuilt != nil {
+		c := cloneCell(prebuilt)
+		cell = &c
+		cell.Name = a.Cell
+		if !d.HasStartingVAddress {
+			load = cell.CPUResetAddress
+		}
+	} else {
+		var err error
+		if cell, err = Plan(b, req, d, a); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	applyConsoleFlags(cell, console)
+	images, err := p.place(cell, d, load)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return cell, images, images[0].Target, nil
 }
 
 // Name returns the cell name.
