@@ -226,30 +226,13 @@ func (b *Board) take(h *holdings, peers []Entry, owner string, req Request) (All
 		a.Pins = append(a.Pins, b.uart(a.UART).SPI)
 	}
 
-	var devices []int
-	if req.Net {
-		slot, err := b.allocateSlot(h)
+	if req.Net || len(req.Links) > 0 {
+		pci, err := b.allocatePCI(&hh, peers, owner, req.Net, req.Links, a.Pins)
 		if err != nil {
 			return Allocation{}, err
 		}
-		a.Slots = []int{slot}
-		devices = append(devices, b.IVSHMEM.Device(slot))
-	}
-	if len(req.Links) > 0 {
-		if a.Links, err = b.allocateLinks(&hh, peers, owner, req.Links); err != nil {
-			return Allocation{}, err
-		}
-		for _, l := range a.Links {
-			devices = append(devices, l.Device)
-		}
-	}
-	if len(devices) > 0 {
-		pins, base, err := b.allocateINTx(h, devices, a.Pins)
-		if err != nil {
-			return Allocation{}, err
-		}
-		a.Pins = append(a.Pins, pins...)
-		a.VPCIIRQBase = base
+		a.Slots, a.Links, a.VPCIIRQBase = pci.slots, pci.links, pci.base
+		a.Pins = append(a.Pins, pci.pins...)
 	}
 	slices.Sort(a.Pins)
 	return a, nil
@@ -367,111 +350,225 @@ func (b *Board) allocateUART(h *holdings, mode UARTMode) (string, bool, error) {
 	return "", false, nil
 }
 
-// allocateSlot picks the lowest free ivshmem window slot.
-func (b *Board) allocateSlot(h *holdings) (int, error) {
-	for k := range b.IVSHMEM.Slots {
-		if _, held := h.slots[k]; !held {
-			return k, nil
-		}
-	}
-	return 0, &ExhaustedError{Resource: "ivshmem", Detail: fmt.Sprintf("asked a network link, all %d slots of the ivshmem window are held",
-		b.IVSHMEM.Slots)}
+// pciAllocation is what allocatePCI picked.
+type pciAllocation struct {
+	slots []int
+	links []Link
+	pins  []uint32 // the devices' INTx lines, ascending
+	base  uint32   // vpci_irq_base
 }
 
-// allocateLinks joins the links peers opened towards owner and opens the
-// others: a free link device and one granule of pool memory each.
-func (b *Board) allocateLinks(h *holdings, peers []Entry, owner string, ids []string) ([]Link, error) {
-	ns, _, _ := strings.Cut(owner, "/")
-	var links []Link
-	taken := map[int]bool{}
-	for _, id := range ids {
-		peer := ns + "/" + id
-		joined := false
-		for _, e := range peers {
-			if e.Owner != peer {
-				continue
-			}
-			for _, l := range e.Links {
-				if l.Peer == owner {
-					links = append(links, Link{Peer: peer, Device: l.Device, Mem: l.Mem, ID: 1 - l.ID})
-					taken[l.Device] = true
-					joined = true
-					break
-				}
+// pciNeed is one ivshmem device a partition needs, and the devices that
+// may serve it: the lowest free one of each INTx line (d & 3), ascending.
+type pciNeed struct {
+	slot       bool   // the network link: a window slot
+	peer       string // a partition link: the owner of the other end
+	joined     bool   // the peer opened the link: its device is fixed
+	link       Link   // the joined link
+	candidates []int
+}
+
+// allocatePCI picks the partition's ivshmem devices and their interrupts:
+// a window slot for the network link (net), and for each partition link
+// (ids) the link its peer opened towards owner, or a new one on a free link
+// device with a granule of pool memory taken from h.
+//
+// Jailhouse raises the INTx of device d on SPI 32 + vpci_irq_base + (d & 3),
+// with one vpci_irq_base per cell: two devices of a cell with the same
+// d & 3 share a line, and the inmate cannot tell which one interrupted. So
+// the devices of a cell differ in d & 3, at most 4 of them. Devices are
+// tried lowest first, and the first choice whose lines fit free SPIs at
+// some base wins, with the lowest such base. A new link also keeps off the
+// lines of every other link opened towards the same peer (and to lines the
+// board's SPIs can hold together), because the peer joins them all as they
+// are.
+func (b *Board) allocatePCI(h *holdings, peers []Entry, owner string, net bool, ids []string, own []uint32) (pciAllocation, error) {
+	var needs []pciNeed
+	if net {
+		var free []int
+		for k := range b.IVSHMEM.Slots {
+			if _, held := h.slots[k]; !held {
+				free = append(free, b.IVSHMEM.Device(k))
 			}
 		}
-		if joined {
+		if len(free) == 0 {
+			return pciAllocation{}, &ExhaustedError{Resource: "ivshmem", Detail: fmt.Sprintf(
+				"asked a network link, all %d slots of the ivshmem window are held", b.IVSHMEM.Slots)}
+		}
+		needs = append(needs, pciNeed{slot: true, candidates: lowestPerLine(free)})
+	}
+	ns, _, _ := strings.Cut(owner, "/")
+	for _, id := range ids {
+		n := pciNeed{peer: ns + "/" + id}
+		if l, ok := joinableLink(peers, n.peer, owner); ok {
+			n.joined, n.link, n.candidates = true, l, []int{l.Device}
+			needs = append(needs, n)
 			continue
 		}
-		dev := -1
+		waiting := linesTowards(peers, n.peer)
+		var free, fitting []int
 		for _, d := range b.LinkDevices {
-			if _, held := h.devices[d]; !held && !taken[d] {
-				dev = d
-				break
+			if _, held := h.devices[d]; held {
+				continue
+			}
+			free = append(free, d)
+			if line := uint32(d & 3); !slices.Contains(waiting, line) && b.linesFit(append(slices.Clone(waiting), line)) {
+				fitting = append(fitting, d)
 			}
 		}
-		if dev < 0 {
-			return nil, &ExhaustedError{Resource: "link", Detail: fmt.Sprintf("asked a link to %s, all %d link devices are held", peer, len(b.LinkDevices))}
+		switch {
+		case len(free) == 0:
+			return pciAllocation{}, &ExhaustedError{Resource: "link", Detail: fmt.Sprintf(
+				"asked a link to %s, all %d link devices are held", n.peer, len(b.LinkDevices))}
+		case len(fitting) == 0:
+			return pciAllocation{}, &ExhaustedError{Resource: "link", Detail: fmt.Sprintf(
+				"asked a link to %s, the free link devices %s would share an INTx line with the %s already waiting for %s to join",
+				n.peer, jailhouse.FormatCPUList(free), count(len(waiting), "link"), n.peer)}
 		}
-		mem, err := b.firstFit(h, b.Granule)
-		if err != nil {
-			return nil, fmt.Errorf("link to %s: %w", peer, err)
-		}
-		h.ram = append(h.ram, heldRange{mem, "link " + linkName(owner, peer)})
-		taken[dev] = true
-		links = append(links, Link{Peer: peer, Device: dev, Mem: mem})
+		n.candidates = lowestPerLine(fitting)
+		needs = append(needs, n)
 	}
-	return links, nil
+
+	devs := make([]int, len(needs))
+	var pins []uint32
+	var base uint32
+	var choose func(i int, used []uint32) bool
+	choose = func(i int, used []uint32) bool {
+		if i == len(needs) {
+			var ok bool
+			pins, base, ok = b.intxLines(h, used, own)
+			return ok
+		}
+		for _, d := range needs[i].candidates {
+			line := uint32(d & 3)
+			if slices.Contains(used, line) {
+				continue
+			}
+			devs[i] = d
+			if choose(i+1, append(used, line)) {
+				return true
+			}
+		}
+		return false
+	}
+	if !choose(0, nil) {
+		var free []int
+		for _, p := range b.SPIs {
+			if _, held := h.pins[p]; !held && !slices.Contains(own, p) {
+				free = append(free, int(p))
+			}
+		}
+		var what []string
+		for _, n := range needs {
+			if n.slot {
+				what = append(what, "the network link")
+			} else {
+				what = append(what, "the link to "+n.peer)
+			}
+		}
+		asked := "an INTx line for " + strings.Join(what, ", ")
+		if len(needs) > 1 {
+			asked = "an INTx line each for " + strings.Join(what, ", ")
+		}
+		detail := fmt.Sprintf("asked %s: none free of interrupts %s", asked, formatPins(b.SPIs))
+		if len(free) > 0 {
+			detail = fmt.Sprintf("asked %s: the free interrupts %s of %s do not fit them (device d's line is 32 + vpci_irq_base + (d & 3))",
+				asked, jailhouse.FormatCPUList(free), formatPins(b.SPIs))
+		}
+		return pciAllocation{}, &ExhaustedError{Resource: "interrupt", Detail: detail}
+	}
+
+	pci := pciAllocation{pins: pins, base: base}
+	for i, n := range needs {
+		switch {
+		case n.slot:
+			pci.slots = append(pci.slots, devs[i]-b.IVSHMEM.FirstDevice)
+		case n.joined:
+			pci.links = append(pci.links, n.link)
+		default:
+			mem, err := b.firstFit(h, b.Granule)
+			if err != nil {
+				return pciAllocation{}, fmt.Errorf("link to %s: %w", n.peer, err)
+			}
+			h.ram = append(h.ram, heldRange{mem, "link " + linkName(owner, n.peer)})
+			pci.links = append(pci.links, Link{Peer: n.peer, Device: devs[i], Mem: mem})
+		}
+	}
+	return pci, nil
 }
 
-// allocateINTx picks the partition's vpci_irq_base: the INTx line of device
-// d lands on SPI x + (d & 3) with x = 32 + base, and every such line must be
-// one of the board's SPIs that nothing (and no pin in own) holds. It returns
-// the lines, ascending, and the base.
-func (b *Board) allocateINTx(h *holdings, devices []int, own []uint32) ([]uint32, uint32, error) {
-	var offs []uint32
-	for _, d := range devices {
-		offs = append(offs, uint32(d&3))
+// lowestPerLine keeps the lowest device of each INTx line (d & 3) of the
+// ascending devs: a higher device on the same line serves no better.
+func lowestPerLine(devs []int) []int {
+	var out []int
+	for _, d := range devs {
+		if !slices.ContainsFunc(out, func(o int) bool { return o&3 == d&3 }) {
+			out = append(out, d)
+		}
 	}
-	slices.Sort(offs)
-	offs = slices.Compact(offs)
-	if len(b.SPIs) > 0 {
-		lo := b.SPIs[0]
-		for x := max(32, lo-min(lo, 3)); x <= b.SPIs[len(b.SPIs)-1]; x++ {
-			ok := true
-			for _, o := range offs {
-				p := x + o
-				_, held := h.pins[p]
-				if held || !slices.Contains(b.SPIs, p) || slices.Contains(own, p) {
-					ok = false
-					break
-				}
-			}
-			if ok {
-				pins := make([]uint32, len(offs))
-				for i, o := range offs {
-					pins[i] = x + o
-				}
-				return pins, x - 32, nil
+	return out
+}
+
+// joinableLink returns the link peer opened towards owner, as owner's end.
+func joinableLink(peers []Entry, peer, owner string) (Link, bool) {
+	for _, e := range peers {
+		if e.Owner != peer {
+			continue
+		}
+		for _, l := range e.Links {
+			if l.Peer == owner {
+				return Link{Peer: peer, Device: l.Device, Mem: l.Mem, ID: 1 - l.ID}, true
 			}
 		}
 	}
-	var free []int
-	for _, p := range b.SPIs {
-		if _, held := h.pins[p]; !held {
-			free = append(free, int(p))
+	return Link{}, false
+}
+
+// linesTowards returns the INTx lines (d & 3) of the links entries hold
+// towards peer, which peer joins as they are when it comes.
+func linesTowards(entries []Entry, peer string) []uint32 {
+	var lines []uint32
+	for _, e := range entries {
+		for _, l := range e.Links {
+			if l.Peer == peer && !slices.Contains(lines, uint32(l.Device&3)) {
+				lines = append(lines, uint32(l.Device&3))
+			}
 		}
 	}
-	devs := "PCI device " + strings.Trim(fmt.Sprint(devices), "[]")
-	if len(devices) > 1 {
-		devs = "PCI devices " + strings.Trim(fmt.Sprint(devices), "[]")
+	return lines
+}
+
+// intxLines picks the lowest vpci_irq_base for which the INTx line of each
+// of a cell's devices (lines: their d & 3, distinct) lands on a SPI of the
+// board that nothing, and no pin in own, holds: line l is SPI x + l with
+// x = 32 + base. It returns the SPIs, ascending, and the base.
+func (b *Board) intxLines(h *holdings, lines []uint32, own []uint32) ([]uint32, uint32, bool) {
+	if len(b.SPIs) == 0 {
+		return nil, 0, false
 	}
-	detail := fmt.Sprintf("asked %s for %s, none free of interrupts %s", count(len(offs), "INTx line"), devs, formatPins(b.SPIs))
-	if len(free) > 0 {
-		detail = fmt.Sprintf("asked %s for %s, and the free interrupts %s of %s do not fit them",
-			count(len(offs), "INTx line"), devs, jailhouse.FormatCPUList(free), formatPins(b.SPIs))
+	lines = slices.Sorted(slices.Values(lines))
+	lo := b.SPIs[0]
+	for x := max(32, lo-min(lo, 3)); x <= b.SPIs[len(b.SPIs)-1]; x++ {
+		pins := make([]uint32, 0, len(lines))
+		for _, l := range lines {
+			p := x + l
+			if _, held := h.pins[p]; held || !slices.Contains(b.SPIs, p) || slices.Contains(own, p) {
+				break
+			}
+			pins = append(pins, p)
+		}
+		if len(pins) == len(lines) {
+			return pins, x - 32, true
+		}
 	}
-	return nil, 0, &ExhaustedError{Resource: "interrupt", Detail: detail}
+	return nil, 0, false
+}
+
+// linesFit reports whether devices on these distinct INTx lines (d & 3)
+// could ever be one cell's: at some base, all on the board's SPIs.
+func (b *Board) linesFit(lines []uint32) bool {
+	_, _, ok := b.intxLines(newHoldings(), lines, nil)
+	return ok
 }
 
 // allocateRPUs picks the lowest n free RPU ids.

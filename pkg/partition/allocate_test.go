@@ -21,8 +21,8 @@ var propertySeed = flag.Uint64("property.seed", 0, "seed of the allocator proper
 // sharing lists every way live allocations break the allocator's promise:
 // no CPU, byte of own RAM, interrupt, ivshmem slot, dedicated UART, RPU or
 // link device shared between two partitions (a link's memory and device
-// shared only by the link's two ends), and nothing outside what the board
-// gives partitions.
+// shared only by the link's two ends), no INTx line shared by two PCI
+// devices of one cell, and nothing outside what the board gives partitions.
 func sharing(b *Board, as []Allocation) []string {
 	var bad []string
 	fail := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }
@@ -92,6 +92,29 @@ func sharing(b *Board, as []Allocation) []string {
 				fail("%s has link memory %s outside the pools", a.Owner, l.Mem)
 			}
 			devices[l.Device] = append(devices[l.Device], linkEnd{a.Owner, l})
+		}
+	}
+	for _, a := range as {
+		// Jailhouse raises device d's INTx on SPI 32 + vpci_irq_base +
+		// (d & 3): two devices of one cell on one line leave the inmate
+		// unable to tell which one interrupted.
+		lines := map[uint32]int{}
+		devs := slices.Clone(a.Slots)
+		for i, k := range devs {
+			devs[i] = b.IVSHMEM.Device(k)
+		}
+		for _, l := range a.Links {
+			devs = append(devs, l.Device)
+		}
+		for _, d := range devs {
+			line := 32 + a.VPCIIRQBase + uint32(d&3)
+			if other, ok := lines[line]; ok {
+				fail("%s: PCI devices %d and %d share INTx line %d", a.Owner, other, d, line)
+			}
+			lines[line] = d
+			if !slices.Contains(a.Pins, line) {
+				fail("%s: PCI device %d's INTx line %d is not among its interrupts %v", a.Owner, d, line, a.Pins)
+			}
 		}
 	}
 	for dev, ends := range devices {
@@ -314,6 +337,20 @@ func TestAllocateResources(t *testing.T) {
 			},
 		},
 		{
+			// The tester's case: network slot 0 is device 2 and the first
+			// link device is 18, both on line 32 + base + 2.
+			name:  "the network link and a partition link get INTx lines of their own",
+			board: qemu,
+			req:   Request{NumCPUs: 1, Memory: 2 * mib, Net: true, Links: []string{"b"}},
+			check: func(t *testing.T, a Allocation) {
+				if !slices.Equal(a.Slots, []int{0}) || len(a.Links) != 1 || a.Links[0].Device != 19 ||
+					!slices.Equal(a.Pins, []uint32{140, 141}) || a.VPCIIRQBase != 106 {
+					t.Errorf("slots %v links %+v pins %v base %d, want slot 0 (device 2), link device 19, pins [140 141], base 106",
+						a.Slots, a.Links, a.Pins, a.VPCIIRQBase)
+				}
+			},
+		},
+		{
 			name:  "a link to itself",
 			board: qemu,
 			req:   Request{NumCPUs: 1, Memory: 2 * mib, Links: []string{"new"}},
@@ -330,7 +367,7 @@ func TestAllocateResources(t *testing.T) {
 			},
 			req:  Request{NumCPUs: 1, Memory: 2 * mib, Net: true},
 			err:  errdefs.IsResourceExhausted,
-			text: "interrupt: asked 1 INTx line for PCI device 4",
+			text: "interrupt: asked an INTx line for the network link: none free of interrupts 186-188",
 		},
 		{
 			name:  "RPUs on an Omnivisor board",
@@ -401,6 +438,43 @@ func TestAllocateResources(t *testing.T) {
 				t.Errorf("sharing: %v", bad)
 			}
 		})
+	}
+}
+
+// A partition joins every link opened towards it, on the devices their
+// openers chose: links opened towards one peer must already be on INTx
+// lines of their own, or the peer could never take them all.
+func TestLinksTowardsOnePeerOnDistinctLines(t *testing.T) {
+	b := mustBoard(t)
+	var f ledgerFile
+	alloc := func(owner string, req Request) Allocation {
+		t.Helper()
+		a, err := allocateEntry(&f, nil, owner, b, req)
+		if err != nil {
+			t.Fatalf("%s: %v", owner, err)
+		}
+		return a
+	}
+	link := func(peers ...string) Request { return Request{NumCPUs: 1, Memory: 2 * mib, Links: peers} }
+	// w1-w4 take link devices 18-21, so a's link to p is on 22 (line 2);
+	// with w1 gone, the lowest free device is 18, line 2 again.
+	for _, w := range []string{"w1", "w2", "w3", "w4"} {
+		alloc("ns/"+w, link("z"+w))
+	}
+	if a := alloc("ns/a", link("p")); a.Links[0].Device != 22 {
+		t.Fatalf("a's link on device %d, want 22", a.Links[0].Device)
+	}
+	releaseEntry(&f, "ns/w1")
+	bl := alloc("ns/b", link("p")).Links[0]
+	if bl.Device&3 == 22&3 {
+		t.Errorf("b's link to p on device %d, the line of a's link to p (device 22)", bl.Device)
+	}
+	p := alloc("ns/p", Request{NumCPUs: 1, Memory: 2 * mib, Net: true, Links: []string{"a", "b"}})
+	if len(p.Links) != 2 || p.Links[0].ID != 1 || p.Links[1].ID != 1 || len(p.Pins) != 3 {
+		t.Errorf("p: links %+v pins %v, want both links joined and 3 interrupts", p.Links, p.Pins)
+	}
+	if bad := sharing(b, allocations(&f)); len(bad) > 0 {
+		t.Errorf("sharing: %v", bad)
 	}
 }
 

@@ -17,6 +17,10 @@ import (
 // for a request no amount of waiting makes fit (InvalidArgument), or the
 // retries never end.
 
+// maxPCIDevices is how many ivshmem devices one cell can have with an INTx
+// line each: Jailhouse puts device d's on 32 + vpci_irq_base + (d & 3).
+const maxPCIDevices = 4
+
 // checkFits returns an InvalidArgument error if req could never be granted
 // to owner on b, however many partitions went away. It looks at nothing
 // that is held, except the links peers opened towards owner: owner joins
@@ -113,6 +117,24 @@ func (b *Board) checkRequest(owner string, req Request) error {
 	}
 	if len(req.Links) > 0 && len(b.LinkDevices) == 0 {
 		return invalid("%s: board %s has no devices for partition links", AnnotationShmemLink, b.Name)
+	}
+	devices := len(req.Links)
+	if req.Net {
+		devices++
+	}
+	what := func() string {
+		if req.Net {
+			return fmt.Sprintf("the network link and %s", count(len(req.Links), "partition link"))
+		}
+		return count(len(req.Links), "partition link")
+	}
+	switch {
+	case devices > maxPCIDevices:
+		return invalid("%s (%s) asked, and a cell has at most %d: each needs an INTx line of its own, and Jailhouse gives a cell 4 (32 + vpci_irq_base + device number mod 4)",
+			count(devices, "ivshmem device"), what(), maxPCIDevices)
+	case devices > len(b.SPIs):
+		return invalid("%s (%s) asked, each with an INTx line of its own, and board %s gives partitions %s (interrupts %s)",
+			count(devices, "ivshmem device"), what(), b.Name, count(len(b.SPIs), "interrupt"), formatPins(b.SPIs))
 	}
 	return nil
 }

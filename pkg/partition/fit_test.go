@@ -22,6 +22,10 @@ func TestAllocateNeverFitsBeforeNotFree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rpi, err := LoadBoard("rpi4")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name  string
 		board *Board
@@ -44,6 +48,10 @@ func TestAllocateNeverFitsBeforeNotFree(t *testing.T) {
 			Request{NumCPUs: 1, Memory: 232 * mib, Loader: true}, "cannot grant this even with no other partition running"},
 		{"a link to itself", qemu,
 			Request{NumCPUs: 1, Memory: 2 * mib, Links: []string{"new"}}, "cannot link to itself"},
+		{"more ivshmem devices than a cell has INTx lines", qemu,
+			Request{NumCPUs: 1, Memory: 2 * mib, Net: true, Links: []string{"a", "b", "c", "d"}}, "5 ivshmem devices"},
+		{"more ivshmem devices than the board has interrupts for", rpi,
+			Request{NumCPUs: 1, Memory: 2 * mib, Net: true, Links: []string{"a", "b", "c"}}, "interrupts 186-188"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -190,6 +190,15 @@ func TestHostileInputs(t *testing.T) {
 			c.MemoryRegions = append(c.MemoryRegions, jailhouse.Memory{PhysStart: 0x7faf0000, VirtStart: 0x7faf0000, Size: 0x1000,
 				Flags: jailhouse.MemRead | jailhouse.MemRootShared})
 		}), is: errdefs.IsPermissionDenied, text: "memory_regions[3]: shared memory 0x7faf0000-0x7faf1000 is root cell memory"},
+		{name: "prebuilt cell with two ivshmem devices on one INTx line", rootfs: func(t *testing.T, b *Board) string {
+			// Slots 0 and 4 are devices 2 and 6: both on 32 + base + 2.
+			c, err := Plan(b, Request{Memory: 32 * mib}, nil, Allocation{Cell: "image-cell", CPUs: []int{4},
+				RAM: []Range{{0x7c000000, 0x7e000000}}, UART: "pl011", Slots: []int{0, 4}, Pins: []uint32{140}, VPCIIRQBase: 106})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return prebuiltRootfs(t, c)
+		}, is: errdefs.IsPermissionDenied, text: "pci_devices[1]: device 00:06.0 has the INTx line of device 00:02.0"},
 		{name: "prebuilt cell for another architecture", rootfs: cellWith(func(c *jailhouse.Cell) { c.Arch = jailhouse.ArchARM }),
 			is: errdefs.IsInvalidArgument, text: "board qemu-arm64 runs"},
 		{name: "prebuilt cell that is not a cell", rootfs: func(t *testing.T, b *Board) string {

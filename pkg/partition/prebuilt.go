@@ -177,6 +177,7 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 	slices.Sort(x.pins)
 
 	claimed := map[int]bool{}
+	lines := map[int]int{} // INTx line (d & 3) → device
 	for i, p := range c.PCIDevices {
 		field := fmt.Sprintf("pci_devices[%d]", i)
 		if p.Type != jailhouse.PCITypeIVSHMEM {
@@ -192,6 +193,15 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 			return nil, deny(field, "device 00:%02x.0 with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
 				dev, p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
 		}
+		// One vpci_irq_base per cell puts device d's INTx on
+		// 32 + base + (d & 3): a second device on that line leaves the
+		// inmate unable to tell which one interrupted, and the allocator
+		// never grants that.
+		if other, ok := lines[dev&3]; ok {
+			return nil, deny(field, "device 00:%02x.0 has the INTx line of device 00:%02x.0 (32 + vpci_irq_base + device mod 4); each device needs a line of its own",
+				dev, other)
+		}
+		lines[dev&3] = dev
 		for j := int(p.ShmemRegionsStart); j < int(p.ShmemRegionsStart)+4 && j < len(c.MemoryRegions); j++ {
 			if c.MemoryRegions[j].Size == 0 {
 				continue
