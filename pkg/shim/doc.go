@@ -27,6 +27,12 @@
 //     died is in <bundle>/runphi.json (and, for runc, runc's own files),
 //     written before the cell or the runc container exists.
 //   - The shim process lives while any container of either kind exists.
-//   - State, Pids, Connect and Wait of a partition answer from memory; they
-//     never wait for the hypervisor (containerd gives State 2 seconds).
+//   - State, Pids, Connect, Stats and Wait of a partition answer from
+//     memory; they never wait for the hypervisor (containerd gives State 2
+//     seconds). Kill and Delete, which do, answer DeadlineExceeded at their
+//     deadline and let the request finish in the background; a retried
+//     Delete joins it (docs/reliability.md).
+//   - `delete` after a shim died always succeeds once the rootfs is
+//     unmounted: a cell it cannot destroy is left orphaned in the ledger,
+//     never a bundle containerd cannot remove.
 package shim
