@@ -41,7 +41,7 @@ func runImageBuild(env *cmdEnv, args []string) error {
 	ref := fs.String("ref", "", "image `name`[:tag]; normalised like docker (demo → docker.io/library/demo:latest) (required)")
 	arch := fs.String("arch", "", "image architecture as a GOARCH `value` (default: this host's, which ctr's default platform accepts)")
 	cmdLine := fs.String("cmd", "", "image command, as a JSON array or space-separated `words` (default: the boot description's inmate, else none)")
-	noValidate := fs.Bool("no-validate", false, "skip checking /boot/config.json (to build broken images for tests)")
+	noValidate := fs.Bool("no-validate", false, "skip checking /boot/config.json and its payload (to build broken images for tests)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -81,11 +81,13 @@ func runImageBuild(env *cmdEnv, args []string) error {
 	return nil
 }
 
-// checkBootDescription reads the image's boot description with the shim's
-// own parser (partition.ReadBootDescription) and, when validate is set,
-// rejects one the shim would refuse at Create time, so the mistake shows at
-// build time, naming the file and the key. It returns the inmate path, ""
-// when dir has no boot description or validation is off.
+// checkBootDescription, when validate is set, reads the image's boot
+// description with the shim's own parser (partition.ReadBootDescription)
+// and checks its payload with the shim's own board-free checks
+// (partition.CheckPayload: ELF headers, kernel magic, a raw payload not
+// empty), so an image the shim would refuse at Create time on any board
+// fails at build time, naming the file and the key. It returns the inmate
+// path, "" when dir has no boot description or validation is off.
 func checkBootDescription(dir string, validate bool) (string, error) {
 	if !validate {
 		return "", nil
@@ -95,6 +97,9 @@ func checkBootDescription(dir string, validate bool) (string, error) {
 		return "", nil
 	}
 	if err != nil {
+		return "", fmt.Errorf("%s: %w", dir, err)
+	}
+	if err := partition.CheckPayload(dir, desc); err != nil {
 		return "", fmt.Errorf("%s: %w", dir, err)
 	}
 	if desc.IsLinux() {

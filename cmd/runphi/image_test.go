@@ -2,7 +2,10 @@ package main
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
+	"debug/elf"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"os"
@@ -54,6 +57,11 @@ func imageConfig(t *testing.T, path string) ociimage.Config {
 }
 
 func TestImageBuild(t *testing.T) {
+	dtb, err := os.ReadFile("../../pkg/fdt/testdata/inmate.dtb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixtureDTB := string(dtb)
 	tests := []struct {
 		name    string
 		files   map[string]string
@@ -102,6 +110,46 @@ func TestImageBuild(t *testing.T) {
 			stderr: `key "inmate": payload /boot/none.bin: does not exist`,
 		},
 		{
+			name:   "an amd64 ELF inmate",
+			files:  map[string]string{"boot/config.json": `{"inmate":"/boot/app.elf"}`, "boot/app.elf": testELF(elf.EM_X86_64, elf.ET_EXEC)},
+			code:   1,
+			stderr: `key "inmate": payload /boot/app.elf: ELF for EM_X86_64 (ELFCLASS64); partitions run EM_AARCH64`,
+		},
+		{
+			name:   "a position-independent ELF inmate",
+			files:  map[string]string{"boot/config.json": `{"inmate":"/boot/app.elf"}`, "boot/app.elf": testELF(elf.EM_AARCH64, elf.ET_DYN)},
+			code:   1,
+			stderr: `key "inmate": payload /boot/app.elf: ELF type ET_DYN`,
+		},
+		{
+			name:   "a corrupt ELF inmate",
+			files:  map[string]string{"boot/config.json": `{"inmate":"/boot/app.elf"}`, "boot/app.elf": "\x7fELF\x02\x01\x01 not really"},
+			code:   1,
+			stderr: `key "inmate": payload /boot/app.elf: not a readable ELF file`,
+		},
+		{
+			name:    "an arm64 ELF inmate",
+			files:   map[string]string{"boot/config.json": `{"inmate":"/boot/app.elf"}`, "boot/app.elf": testELF(elf.EM_AARCH64, elf.ET_EXEC)},
+			wantCmd: "/boot/app.elf",
+		},
+		{
+			name:   "an empty raw inmate",
+			files:  map[string]string{"boot/config.json": `{}`, "boot/boot.bin": ""},
+			code:   1,
+			stderr: `key "inmate": payload /boot/boot.bin: the file is empty`,
+		},
+		{
+			name:   "a Linux kernel that is none",
+			files:  map[string]string{"boot/config.json": `{"os_var":"linux","kernel":"/boot/Image","dtb":"/boot/x.dtb"}`, "boot/Image": "MZ", "boot/x.dtb": fixtureDTB},
+			code:   1,
+			stderr: `key "kernel": kernel /boot/Image: neither an arm64 Image`,
+		},
+		{
+			name:  "--no-validate skips the payload checks too",
+			files: map[string]string{"boot/config.json": `{"inmate":"/boot/app.elf"}`, "boot/app.elf": testELF(elf.EM_X86_64, elf.ET_EXEC)},
+			extra: []string{"--no-validate"},
+		},
+		{
 			name:  "--no-validate builds broken images on purpose",
 			files: map[string]string{"boot/config.json": `{"os_var":`},
 			extra: []string{"--no-validate"},
@@ -138,4 +186,25 @@ func TestImageBuild(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testELF is a minimal 64-bit little-endian ELF for machine with one
+// PT_LOAD segment of 16 bytes at 0.
+func testELF(machine elf.Machine, typ elf.Type) string {
+	var b bytes.Buffer
+	put := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
+	b.Write([]byte{0x7f, 'E', 'L', 'F', byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT), 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	put(uint16(typ))
+	put(uint16(machine))
+	put(uint32(elf.EV_CURRENT))
+	put(uint64(0))  // entry
+	put(uint64(64)) // phoff
+	put(uint64(0))  // shoff
+	put(uint32(0))  // flags
+	put([]uint16{64, 56, 1, 0, 0, 0})
+	put(uint32(elf.PT_LOAD))
+	put(uint32(elf.PF_R | elf.PF_X))
+	put([]uint64{64 + 56, 0, 0, 16, 16, 0x1000}) // offset, vaddr, paddr, filesz, memsz, align
+	b.Write(make([]byte, 16))
+	return b.String()
 }

@@ -54,43 +54,122 @@ func readPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (*payl
 		}
 		return &payload{kind: payloadLinux, key: "kernel", file: d.Kernel, linux: lp}, nil
 	}
+	f, size, isELF, err := openInmate(root, d)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fail := func(err error) error {
+		return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
+	}
+	if isELF {
+		// An ELF carries symbols and debug info: its file size says
+		// nothing about what is loaded, so it is read segment by segment.
+		img, err := readELF(f, b.Arch, ram)
+		if err != nil {
+			return nil, fail(err)
+		}
+		return &payload{kind: payloadELF, key: "inmate", file: d.Inmate, elf: img}, nil
+	}
+	data, err := readLimited(f, size, ram, ramLimit(ram))
+	if err != nil {
+		return nil, fail(err)
+	}
+	return &payload{kind: payloadRaw, key: "inmate", file: d.Inmate, raw: data}, nil
+}
+
+// openInmate opens the boot description's inmate, a regular file, and
+// says whether it is an ELF.
+func openInmate(root *os.Root, d *BootDescription) (_ *os.File, size int64, isELF bool, _ error) {
 	fail := func(err error) error {
 		return &BootDescriptionError{File: d.File, Key: "inmate", Err: err}
 	}
 	f, err := root.Open(imageRel(d.Inmate))
 	if err != nil {
-		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, imageFileError(err)))
+		return nil, 0, false, fail(fmt.Errorf("payload %s: %w", d.Inmate, imageFileError(err)))
 	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
+		f.Close()
+		return nil, 0, false, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fail(fmt.Errorf("payload %s is not a regular file (%s)", d.Inmate, fi.Mode().Type()))
+		f.Close()
+		return nil, 0, false, fail(fmt.Errorf("payload %s is not a regular file (%s)", d.Inmate, fi.Mode().Type()))
 	}
 	var magic [4]byte
-	if n, _ := f.ReadAt(magic[:], 0); n == len(magic) && bytes.Equal(magic[:], elfMagic) {
-		// An ELF carries symbols and debug info: its file size says
-		// nothing about what is loaded, so it is read segment by segment.
-		img, err := readELF(f, b.Arch, ram)
-		if err != nil {
-			return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
-		}
-		return &payload{kind: payloadELF, key: "inmate", file: d.Inmate, elf: img}, nil
-	}
-	data, err := readLimited(f, fi.Size(), ram, ramLimit(ram))
-	if err != nil {
-		return nil, fail(fmt.Errorf("payload %s: %w", d.Inmate, err))
-	}
-	return &payload{kind: payloadRaw, key: "inmate", file: d.Inmate, raw: data}, nil
+	n, _ := f.ReadAt(magic[:], 0)
+	return f, fi.Size(), n == len(magic) && bytes.Equal(magic[:], elfMagic), nil
 }
+
+// CheckPayload runs the checks of Create's payload step that need no board
+// and no allocation, on the image whose rootfs is at the host path rootfs
+// and whose boot description d is (from ReadBootDescription): what it finds
+// wrong, the shim would refuse on any board. `runphi image build` runs it,
+// so a broken payload fails the build rather than `ctr run`.
+//
+//   - An ELF inmate: readable, little-endian, a linked executable (ET_EXEC,
+//     not a position-independent ET_DYN), for a machine partitions run
+//     (AArch64 on arm64 boards, ARM on arm boards), with PT_LOAD segments
+//     that do not overlap and whose bytes are all in the file.
+//   - A raw inmate: not empty.
+//   - A Linux payload (os_var "linux"): the kernel an arm64 Image (or a
+//     complete Image.gz) or an arm zImage, the device tree a valid FDT,
+//     the initrd (given once) not empty.
+//   - A prebuilt cell ("cell"): a configuration that decodes.
+//
+// Left to Create: whatever depends on the board (its architecture, the
+// partition's RAM, where the payload lands in the cell) and rpu_req, which
+// needs an Omnivisor board. Errors are *BootDescriptionError naming the key.
+func CheckPayload(rootfs string, d *BootDescription) error {
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return fmt.Errorf("open rootfs %s: %w", rootfs, err)
+	}
+	defer root.Close()
+	if d.Cell != "" {
+		if _, err := readPrebuilt(root, d); err != nil {
+			return err
+		}
+	}
+	const noLimit = ^uint64(0)
+	switch {
+	case d.RPUReq:
+		return nil
+	case d.IsLinux():
+		var lp linuxPayload
+		if err := lp.readFiles(root, d, noLimit); err != nil {
+			return err
+		}
+		if err := checkKernelAnyArch(lp.kernel); err != nil {
+			return &BootDescriptionError{File: d.File, Key: "kernel", Err: fmt.Errorf("kernel %s: %w", d.Kernel, err)}
+		}
+		return nil
+	}
+	f, size, isELF, err := openInmate(root, d)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if isELF {
+		err = checkELF(f)
+	} else if size == 0 {
+		err = errEmptyFile
+	}
+	if err != nil {
+		return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
+	}
+	return nil
+}
+
+// errEmptyFile is a payload file of no bytes: nothing to boot.
+var errEmptyFile = errors.New("the file is empty")
 
 // readLimited reads a file of size bytes, refusing it unchanged if it is
 // larger than limit (named what) or empty.
 func readLimited(f io.Reader, size int64, limit uint64, what string) ([]byte, error) {
 	if size == 0 {
-		return nil, errors.New("the file is empty")
+		return nil, errEmptyFile
 	}
 	if uint64(size) > limit {
 		return nil, fmt.Errorf("it is %s, more than %s (raise linux.resources.memory.limit)",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/runphi/runphi/pkg/jailhouse"
 )
@@ -22,39 +23,69 @@ type elfSegment struct {
 	index int // program header index, for messages
 	paddr uint64
 	vaddr uint64
-	data  []byte
+	memsz uint64
+	data  []byte // memsz bytes; nil when only checked (checkELF)
 	flags elf.ProgFlag
 }
 
 func (s elfSegment) String() string {
-	return fmt.Sprintf("ELF segment %d (PT_LOAD %s at %#x, %s)", s.index, s.flags, s.paddr, formatSize(uint64(len(s.data))))
+	return fmt.Sprintf("ELF segment %d (PT_LOAD %s at %#x, %s)", s.index, s.flags, s.paddr, formatSize(s.memsz))
 }
 
-// elfMachines are the machines an ELF for each board architecture may be
-// built for; Jailhouse cells on arm64 run AArch64 inmates, on arm AArch32.
-var elfMachines = map[jailhouse.Arch]struct {
+// elfTarget is the machine and class of the ELFs a board architecture
+// runs.
+type elfTarget struct {
+	arch    jailhouse.Arch
 	machine elf.Machine
 	class   elf.Class
-}{
-	jailhouse.ArchARM64: {elf.EM_AARCH64, elf.ELFCLASS64},
-	jailhouse.ArchARM:   {elf.EM_ARM, elf.ELFCLASS32},
+}
+
+// elfTargets are the machines an ELF may be built for, per board
+// architecture: Jailhouse cells on arm64 run AArch64 inmates, on arm
+// AArch32.
+var elfTargets = []elfTarget{
+	{jailhouse.ArchARM64, elf.EM_AARCH64, elf.ELFCLASS64},
+	{jailhouse.ArchARM, elf.EM_ARM, elf.ELFCLASS32},
 }
 
 // readELF reads the loadable segments of an ELF executable for arch. Segment
 // sizes are checked against ram, the most a partition can load, before
 // anything is allocated for them.
 func readELF(r io.ReaderAt, arch jailhouse.Arch, ram uint64) (*elfImage, error) {
+	i := slices.IndexFunc(elfTargets, func(t elfTarget) bool { return t.arch == arch })
+	if i < 0 {
+		return nil, fmt.Errorf("ELF payloads are supported on arm and arm64 boards, not %v", arch)
+	}
+	return parseELF(r, elfTargets[i:i+1], ram, true)
+}
+
+// checkELF checks an ELF payload as readELF does, for any board runphi
+// runs ELFs on and whatever its RAM: the header, and every segment's file
+// bytes, which are read through but not kept.
+func checkELF(r io.ReaderAt) error {
+	_, err := parseELF(r, elfTargets, ^uint64(0), false)
+	return err
+}
+
+// parseELF reads an ELF executable for one of targets, its loaded size at
+// most ram, keeping each segment's bytes when keep is set.
+func parseELF(r io.ReaderAt, targets []elfTarget, ram uint64, keep bool) (*elfImage, error) {
 	f, err := elf.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable ELF file: %w", err)
 	}
-	want, ok := elfMachines[arch]
-	if !ok {
-		return nil, fmt.Errorf("ELF payloads are supported on arm and arm64 boards, not %v", arch)
+	if !slices.ContainsFunc(targets, func(t elfTarget) bool { return f.Machine == t.machine && f.Class == t.class }) {
+		var want []string
+		for _, t := range targets {
+			want = append(want, fmt.Sprintf("%v (%v) on %v boards", t.machine, t.class, t.arch))
+		}
+		if len(targets) == 1 {
+			t := targets[0]
+			return nil, fmt.Errorf("ELF for %v (%v), the board is %v and needs %v (%v)", f.Machine, f.Class, t.arch, t.machine, t.class)
+		}
+		return nil, fmt.Errorf("ELF for %v (%v); partitions run %s", f.Machine, f.Class, strings.Join(want, ", "))
 	}
 	switch {
-	case f.Machine != want.machine || f.Class != want.class:
-		return nil, fmt.Errorf("ELF for %v (%v), the board is %v and needs %v (%v)", f.Machine, f.Class, arch, want.machine, want.class)
 	case f.Data != elf.ELFDATA2LSB:
 		return nil, fmt.Errorf("big-endian ELF (%v); cells run little-endian", f.Data)
 	case f.Type != elf.ET_EXEC:
@@ -66,7 +97,7 @@ func readELF(r io.ReaderAt, arch jailhouse.Arch, ram uint64) (*elfImage, error) 
 		if p.Type != elf.PT_LOAD || p.Memsz == 0 {
 			continue
 		}
-		seg := elfSegment{index: i, paddr: p.Paddr, vaddr: p.Vaddr, flags: p.Flags}
+		seg := elfSegment{index: i, paddr: p.Paddr, vaddr: p.Vaddr, memsz: p.Memsz, flags: p.Flags}
 		if p.Filesz > p.Memsz {
 			return nil, fmt.Errorf("%s: file size %#x is larger than its memory size %#x", seg, p.Filesz, p.Memsz)
 		}
@@ -78,8 +109,15 @@ func readELF(r io.ReaderAt, arch jailhouse.Arch, ram uint64) (*elfImage, error) 
 		if p.Paddr+p.Memsz < p.Paddr {
 			return nil, fmt.Errorf("ELF segment %d (PT_LOAD at %#x, %#x bytes) wraps around the address space", i, p.Paddr, p.Memsz)
 		}
-		seg.data = make([]byte, p.Memsz)
-		if _, err := io.ReadFull(p.Open(), seg.data[:p.Filesz]); err != nil {
+		if keep {
+			seg.data = make([]byte, p.Memsz)
+			if _, err := io.ReadFull(p.Open(), seg.data[:p.Filesz]); err != nil {
+				return nil, fmt.Errorf("read ELF segment %d: %w", i, err)
+			}
+		} else if n, err := io.Copy(io.Discard, p.Open()); err != nil || uint64(n) != p.Filesz {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
 			return nil, fmt.Errorf("read ELF segment %d: %w", i, err)
 		}
 		img.segs = append(img.segs, seg)
@@ -90,7 +128,7 @@ func readELF(r io.ReaderAt, arch jailhouse.Arch, ram uint64) (*elfImage, error) 
 	slices.SortFunc(img.segs, func(a, b elfSegment) int { return compareU64(a.paddr, b.paddr) })
 	for i := 1; i < len(img.segs); i++ {
 		prev, cur := img.segs[i-1], img.segs[i]
-		if prev.paddr+uint64(len(prev.data)) > cur.paddr {
+		if prev.paddr+prev.memsz > cur.paddr {
 			return nil, fmt.Errorf("%s overlaps %s", cur, prev)
 		}
 	}

@@ -64,7 +64,6 @@ type linuxPayload struct {
 // readLinuxPayload reads the kernel, DTB and initrd the boot description
 // names, and the board's linux-loader. ram bounds each file.
 func readLinuxPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (*linuxPayload, error) {
-	fail := func(key string, err error) error { return &BootDescriptionError{File: d.File, Key: key, Err: err} }
 	lp := &linuxPayload{arch: b.Arch, cmdline: d.Cmdline, hasCmdline: d.HasCmdline}
 	switch b.Arch {
 	case jailhouse.ArchARM64:
@@ -75,41 +74,53 @@ func readLinuxPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (
 		return nil, fmt.Errorf("boot description %s: Linux inmates are supported on arm and arm64 boards, board %s is %v: %w",
 			d.File, b.Name, b.Arch, errdefs.ErrNotImplemented)
 	}
-	if d.Kernel == "" {
-		return nil, fail("kernel", errors.New(`os_var "linux" needs the kernel Image (or Image.gz) to boot`))
-	}
-	if d.DTB == "" {
-		return nil, fail("dtb", errors.New(`os_var "linux" needs a device tree for the partition (jailhouse cell linux -d)`))
-	}
-	var err error
-	if lp.kernel, err = readImage(root, d.Kernel, ram, ramLimit(ram)); err != nil {
-		return nil, fail("kernel", err)
-	}
-	if err := lp.checkKernel(ram); err != nil {
-		return nil, fail("kernel", fmt.Errorf("kernel %s: %w", d.Kernel, err))
-	}
-	dtb, err := readImage(root, d.DTB, min(ram, maxDTB), fmt.Sprintf("the %s a device tree may be", formatSize(min(ram, maxDTB))))
-	if err != nil {
-		return nil, fail("dtb", err)
-	}
-	if lp.dtb, err = fdt.Parse(dtb); err != nil {
-		return nil, fail("dtb", fmt.Errorf("device tree %s: %w", d.DTB, err))
-	}
-	lp.dtbLen = len(dtb)
-	key, path, err := d.initrdPath()
-	if err != nil {
+	if err := lp.readFiles(root, d, ram); err != nil {
 		return nil, err
 	}
-	if path != "" {
-		lp.initrdKey = key
-		if lp.initrd, err = readImage(root, path, ram, ramLimit(ram)); err != nil {
-			return nil, fail(key, err)
-		}
+	if err := lp.checkKernel(ram); err != nil {
+		return nil, &BootDescriptionError{File: d.File, Key: "kernel", Err: fmt.Errorf("kernel %s: %w", d.Kernel, err)}
 	}
+	var err error
 	if lp.loader, err = readLinuxLoader(b); err != nil {
 		return nil, err
 	}
 	return lp, nil
+}
+
+// readFiles reads the image's part of a Linux payload: the kernel as it
+// is in the image, the device tree (parsed) and the initrd, each at most
+// limit bytes and not empty.
+func (lp *linuxPayload) readFiles(root *os.Root, d *BootDescription, limit uint64) error {
+	fail := func(key string, err error) error { return &BootDescriptionError{File: d.File, Key: key, Err: err} }
+	if d.Kernel == "" {
+		return fail("kernel", errors.New(`os_var "linux" needs the kernel Image (or Image.gz) to boot`))
+	}
+	if d.DTB == "" {
+		return fail("dtb", errors.New(`os_var "linux" needs a device tree for the partition (jailhouse cell linux -d)`))
+	}
+	var err error
+	if lp.kernel, err = readImage(root, d.Kernel, limit, ramLimit(limit)); err != nil {
+		return fail("kernel", err)
+	}
+	dtb, err := readImage(root, d.DTB, min(limit, maxDTB), fmt.Sprintf("the %s a device tree may be", formatSize(min(limit, maxDTB))))
+	if err != nil {
+		return fail("dtb", err)
+	}
+	if lp.dtb, err = fdt.Parse(dtb); err != nil {
+		return fail("dtb", fmt.Errorf("device tree %s: %w", d.DTB, err))
+	}
+	lp.dtbLen = len(dtb)
+	key, path, err := d.initrdPath()
+	if err != nil {
+		return err
+	}
+	if path != "" {
+		lp.initrdKey = key
+		if lp.initrd, err = readImage(root, path, limit, ramLimit(limit)); err != nil {
+			return fail(key, err)
+		}
+	}
+	return nil
 }
 
 // readImage reads a file of the image, at most limit bytes.
@@ -178,33 +189,75 @@ func (d *BootDescription) initrdPath() (key, path string, err error) {
 
 // checkKernel decompresses an arm64 Image.gz and checks the image's magic.
 func (lp *linuxPayload) checkKernel(ram uint64) error {
-	gz := len(lp.kernel) >= 2 && lp.kernel[0] == 0x1f && lp.kernel[1] == 0x8b
-	switch lp.arch {
-	case jailhouse.ArchARM64:
-		if gz {
-			zr, err := gzip.NewReader(bytes.NewReader(lp.kernel))
-			if err != nil {
-				return fmt.Errorf("gzip: %w", err)
-			}
-			// A gzip bomb stops at the RAM it could ever be loaded into.
-			out, err := io.ReadAll(io.LimitReader(zr, int64(ram)+1))
-			if err != nil {
-				return fmt.Errorf("gunzip: %w", err)
-			}
-			if uint64(len(out)) > ram {
-				return fmt.Errorf("it decompresses to more than the partition's %s of RAM (raise linux.resources.memory.limit)", formatSize(ram))
-			}
-			lp.kernel, lp.gzipped = out, true
+	gz := isGzip(lp.kernel)
+	if gz && lp.arch == jailhouse.ArchARM {
+		return errors.New("a gzip file: 32-bit arm boots a zImage, which decompresses itself")
+	}
+	if gz {
+		zr, err := gzip.NewReader(bytes.NewReader(lp.kernel))
+		if err != nil {
+			return fmt.Errorf("gzip: %w", err)
 		}
-		if len(lp.kernel) < 64 || le32(lp.kernel[arm64ImageMagicOff:]) != arm64ImageMagic {
+		// A gzip bomb stops at the RAM it could ever be loaded into.
+		out, err := io.ReadAll(io.LimitReader(zr, int64(ram)+1))
+		if err != nil {
+			return fmt.Errorf("gunzip: %w", err)
+		}
+		if uint64(len(out)) > ram {
+			return fmt.Errorf("it decompresses to more than the partition's %s of RAM (raise linux.resources.memory.limit)", formatSize(ram))
+		}
+		lp.kernel, lp.gzipped = out, true
+	}
+	if err := kernelMagic(lp.arch, lp.kernel); err != nil {
+		return err
+	}
+	if lp.arch == jailhouse.ArchARM64 {
+		lp.textOffset = le64(lp.kernel[arm64TextOffsetOff:])
+	}
+	return nil
+}
+
+// checkKernelAnyArch checks a kernel as checkKernel does, for any board
+// runphi boots Linux on (an arm64 Image or Image.gz, an arm zImage) and
+// whatever its RAM: a gzip stream is read through to its end but not kept.
+func checkKernelAnyArch(kernel []byte) error {
+	if !isGzip(kernel) {
+		if kernelMagic(jailhouse.ArchARM64, kernel) == nil || kernelMagic(jailhouse.ArchARM, kernel) == nil {
+			return nil
+		}
+		return fmt.Errorf("neither an arm64 Image (no \"ARM\\x64\" magic at byte %d) nor an arm zImage (no magic %#x at byte %#x)",
+			arm64ImageMagicOff, armZImageMagic, armZImageMagicOff)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(kernel))
+	if err != nil {
+		return fmt.Errorf("gzip: %w", err)
+	}
+	head := make([]byte, 64) // the arm64 Image header
+	n, err := io.ReadFull(zr, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("gunzip: %w", err)
+	}
+	if err := kernelMagic(jailhouse.ArchARM64, head[:n]); err != nil {
+		return fmt.Errorf("a gzip file that is %w", err)
+	}
+	if _, err := io.Copy(io.Discard, zr); err != nil {
+		return fmt.Errorf("gunzip: %w", err)
+	}
+	return nil
+}
+
+func isGzip(b []byte) bool { return len(b) >= 2 && b[0] == 0x1f && b[1] == 0x8b }
+
+// kernelMagic checks the header magic of an (uncompressed) kernel for
+// arch: an arm64 Image, or an arm zImage.
+func kernelMagic(arch jailhouse.Arch, kernel []byte) error {
+	switch arch {
+	case jailhouse.ArchARM64:
+		if len(kernel) < 64 || le32(kernel[arm64ImageMagicOff:]) != arm64ImageMagic {
 			return fmt.Errorf("not an arm64 Image: no \"ARM\\x64\" magic at byte %d", arm64ImageMagicOff)
 		}
-		lp.textOffset = le64(lp.kernel[arm64TextOffsetOff:])
 	case jailhouse.ArchARM:
-		if gz {
-			return errors.New("a gzip file: 32-bit arm boots a zImage, which decompresses itself")
-		}
-		if len(lp.kernel) < armZImageMagicOff+4 || le32(lp.kernel[armZImageMagicOff:]) != armZImageMagic {
+		if len(kernel) < armZImageMagicOff+4 || le32(kernel[armZImageMagicOff:]) != armZImageMagic {
 			return fmt.Errorf("not an arm zImage: no magic %#x at byte %#x", armZImageMagic, armZImageMagicOff)
 		}
 	}

@@ -1,0 +1,84 @@
+package partition
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// CheckPayload is what `runphi image build` runs: the payload checks of
+// Create that need no board and no allocation, so an image the shim would
+// refuse whatever the board is refused when it is built, naming the key.
+func TestCheckPayload(t *testing.T) {
+	arm64ELF := makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 0x200)})
+	zImage := make([]byte, 0x100)
+	binary.LittleEndian.PutUint32(zImage[armZImageMagicOff:], armZImageMagic)
+	linux := func(kernel []byte, dtb string) []rootfsFile {
+		return []rootfsFile{
+			configJSON(`{"os_var":"linux","kernel":"/boot/Image","dtb":"/boot/cell.dtb"}`),
+			{path: "/boot/Image", data: string(kernel)},
+			{path: "/boot/cell.dtb", data: dtb},
+		}
+	}
+	inmate := func(data []byte) []rootfsFile {
+		return []rootfsFile{configJSON(`{"inmate":"/boot/app"}`), {path: "/boot/app", data: string(data)}}
+	}
+	tests := []struct {
+		name  string
+		files []rootfsFile
+		key   string // "" when the payload is fine
+		text  string
+	}{
+		{name: "raw binary", files: inmate([]byte("x"))},
+		{name: "arm64 ELF", files: inmate(arm64ELF)},
+		{name: "arm ELF", files: inmate(makeELF(elf.EM_ARM, elf.ELFCLASS32, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 0x20)}))},
+		{name: "ELF with a .bss larger than any RAM is not loaded to check it",
+			files: inmate(makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 0x20), memsz: 1 << 40}))},
+		{name: "arm64 Image", files: linux(arm64Image(0x10000, 0), string(fixtureDTB(t)))},
+		{name: "arm64 Image.gz", files: linux(gzipped(t, arm64Image(0x10000, 0x80000)), string(fixtureDTB(t)))},
+		{name: "arm zImage", files: linux(zImage, string(fixtureDTB(t)))},
+
+		{name: "empty raw binary", files: inmate(nil), key: "inmate", text: "the file is empty"},
+		{name: "amd64 ELF", files: inmate(makeELF(elf.EM_X86_64, elf.ELFCLASS64, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 8)})),
+			key: "inmate", text: "ELF for EM_X86_64 (ELFCLASS64); partitions run EM_AARCH64 (ELFCLASS64) on arm64 boards, EM_ARM (ELFCLASS32) on arm boards"},
+		{name: "position-independent ELF", files: inmate(makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_DYN, 0x100, elfSeg{data: make([]byte, 8)})),
+			key: "inmate", text: "ELF type ET_DYN; a payload must be a linked executable (ET_EXEC)"},
+		{name: "corrupt ELF", files: inmate([]byte("\x7fELF\x02\x01\x01garbage")), key: "inmate", text: "not a readable ELF file"},
+		{name: "ELF whose segment lies past the end of the file", files: inmate(arm64ELF[:len(arm64ELF)-0x100]),
+			key: "inmate", text: "read ELF segment 0"},
+		{name: "ELF without a loadable segment", files: inmate(makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0)),
+			key: "inmate", text: "no loadable (PT_LOAD) segment"},
+		{name: "kernel that is no kernel", files: linux([]byte("#!/bin/sh\necho hi\n"), string(fixtureDTB(t))),
+			key: "kernel", text: `neither an arm64 Image (no "ARM\x64" magic at byte 56) nor an arm zImage (no magic 0x16f2818 at byte 0x24)`},
+		{name: "gzip that is no Image", files: linux(gzipped(t, []byte("hello")), string(fixtureDTB(t))),
+			key: "kernel", text: `not an arm64 Image`},
+		{name: "truncated Image.gz", files: linux(gzipped(t, arm64Image(0x10000, 0))[:100], string(fixtureDTB(t))),
+			key: "kernel", text: "gunzip"},
+		{name: "device tree that is none", files: linux(arm64Image(0x10000, 0), "not a dtb"), key: "dtb", text: "device tree /boot/cell.dtb"},
+		{name: "prebuilt cell that does not decode",
+			files: []rootfsFile{configJSON(`{"cell":"/boot/x.cell"}`), {path: "/boot/x.cell", data: "JHCLL\x02garbage"}, {path: "/boot/boot.bin", data: "x"}},
+			key:   "cell", text: "/boot/x.cell"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rootfs := makeRootfs(t, tt.files...)
+			d, err := ReadBootDescription(rootfs)
+			if err != nil {
+				t.Fatalf("ReadBootDescription: %v", err)
+			}
+			err = CheckPayload(rootfs, d)
+			if tt.key == "" {
+				if err != nil {
+					t.Fatalf("CheckPayload: %v", err)
+				}
+				return
+			}
+			var bde *BootDescriptionError
+			if !errors.As(err, &bde) || bde.Key != tt.key || !strings.Contains(err.Error(), tt.text) {
+				t.Errorf("CheckPayload = %v\nwant a boot description error for key %q saying %q", err, tt.key, tt.text)
+			}
+		})
+	}
+}
