@@ -8,7 +8,9 @@
 //   - the resources a container asks for in its OCI spec and runphi.io/
 //     annotations (request.go),
 //   - the allocator, a pure function of the board, what is held and the
-//     request (allocate.go),
+//     request (allocate.go), which first decides whether the request can
+//     ever fit the board (fit.go), so ResourceExhausted only means "not
+//     now",
 //   - the node-wide ledger of what every partition holds, healed against
 //     the hypervisor on every allocation (ledger.go),
 //   - the cell configuration generated for one partition (plan.go,
