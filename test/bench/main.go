@@ -21,7 +21,8 @@ func main() {
 		warmup  = flag.Int("warmup", 2, "rounds run first and thrown away")
 		cycles  = flag.Int("churn", 200, "P4 create → start → kill → delete cycles per runtime")
 		floods  = flag.Int("console-rounds", 5, "P5 throughput rounds (100 MB each)")
-		stalls  = flag.Int("stall-rounds", 2, "P5 stalled-reader rounds (9 s each side)")
+		stalls  = flag.Int("stall-rounds", 2, "P5 stalled-reader rounds")
+		stallD  = flag.Duration("stall", 9*time.Second, "how long the P5 reader stalls")
 		only    = flag.String("only", "", "comma-separated subset of P1,P2,P3,P4,P5,phases (default all)")
 		out     = flag.String("out", "docs/performance.md", "file whose results section is rewritten; empty: print only")
 		binDir  = flag.String("bin", "bin", "where containerd-shim-runphi-v2 is (make build)")
@@ -30,13 +31,13 @@ func main() {
 		tmpfs   = flag.Bool("tmpfs", true, "keep what a host keeps in /run (containerd state, FIFOs, runc root, runphi state) on a tmpfs, as /run is")
 	)
 	flag.Parse()
-	if err := run(*rounds, *warmup, *cycles, *floods, *stalls, *only, *out, *binDir, *ctrdDir, *keep, *tmpfs); err != nil {
+	if err := run(*rounds, *warmup, *cycles, *floods, *stalls, *stallD, *only, *out, *binDir, *ctrdDir, *keep, *tmpfs); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(rounds, warmup, cycles, floods, stalls int, only, out, binDir, ctrdDir string, keep, tmpfs bool) error {
+func run(rounds, warmup, cycles, floods, stalls int, stall time.Duration, only, out, binDir, ctrdDir string, keep, tmpfs bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root: containerd mounts rootfs and runc creates containers")
 	}
@@ -82,7 +83,7 @@ func run(rounds, warmup, cycles, floods, stalls int, only, out, binDir, ctrdDir 
 		needDaemon = needDaemon || want(p)
 	}
 	if needDaemon {
-		if err := measureOnDaemon(res, rounds, warmup, cycles, floods, stalls, want, shimDir, ctrdDir, keep, tmpfs, logf, load, &m); err != nil {
+		if err := measureOnDaemon(res, rounds, warmup, cycles, floods, stalls, stall, want, shimDir, ctrdDir, keep, tmpfs, logf, load, &m); err != nil {
 			return err
 		}
 	}
@@ -102,7 +103,7 @@ func run(rounds, warmup, cycles, floods, stalls int, only, out, binDir, ctrdDir 
 	return nil
 }
 
-func measureOnDaemon(res *results, rounds, warmup, cycles, floods, stalls int, want func(string) bool,
+func measureOnDaemon(res *results, rounds, warmup, cycles, floods, stalls int, stall time.Duration, want func(string) bool,
 	shimDir, ctrdDir string, keep, tmpfs bool, logf func(string, ...any), load *loadSampler, m *machine) (retErr error) {
 	d, err := startDaemon(ctrdDir, shimDir, tmpfs)
 	if err != nil {
@@ -167,7 +168,7 @@ func measureOnDaemon(res *results, rounds, warmup, cycles, floods, stalls int, w
 		{"P2", "grouped shims", b.groupedMemory},
 		{"P4", "churn", func() error { return b.churn(cycles) }},
 		{"P5", "console throughput", func() error { return b.consoleThroughput(floods) }},
-		{"P5", "stalled console reader", func() error { return b.consoleStall(stalls, 9*time.Second) }},
+		{"P5", "stalled console reader", func() error { return b.consoleStall(stalls, stall) }},
 	}
 	for _, s := range steps {
 		if !want(s.part) && !(s.part == "P1" && s.what == "ctr run -d, and P2 one task per shim" && want("P2")) {

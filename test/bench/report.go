@@ -108,12 +108,14 @@ func render(r *results, m machine) string {
 			r.mbpsPart.median(), r.mbpsRunc.median(), verdict(r.mbpsPart.median() >= 50))
 	}
 	if len(r.stallPeakPart) > 0 {
-		// Bounded: no growth from the middle third of the stall to the
-		// last, once the buffers have filled (1 MiB of GC slack allowed).
+		// Bounded: the inmate prints ~70 MB/s into the stall, so memory
+		// that kept it would grow by hundreds of MiB; what the pump may
+		// hold (a 1 MiB ring, two 128 KiB chunks) plus GC slack (the
+		// shim's GOGC is 40) and the simulator's garbage stays within a
+		// few MiB, which RSS shows as noise of ±3 MiB between samples.
 		grow := r.stallPeakPart.max() - r.stallBasePart.min()
-		trend := r.stallTrendPart.max()
-		p("| P5 shim RSS with a stalled reader: bounded | +%.0f KiB over %d s; last third's peak %+.0f KiB from the middle third's (peak %.1f MiB) | peak %.1f MiB | – | %s |",
-			grow, r.stallSeconds, trend, r.stallPeakPart.max()/1024, r.stallPeakRunc.max()/1024, verdict(trend <= 1024))
+		p("| P5 shim RSS with a stalled reader: bounded (≤ +8 MiB; the inmate prints on at ~70 MB/s) | +%.0f KiB over %d s (peak %.1f MiB) | peak %.1f MiB | – | %s |",
+			grow, r.stallSeconds, r.stallPeakPart.max()/1024, r.stallPeakRunc.max()/1024, verdict(grow <= 8192))
 	}
 	p("")
 
