@@ -109,7 +109,7 @@ func measureOnDaemon(res *results, rounds, warmup, cycles, floods, stalls int, s
 	if err != nil {
 		return err
 	}
-	m.containerd = "containerd " + d.version
+	m.containerd = d.version
 	m.tmpfs = tmpfs
 	logf("started containerd %s in %s", d.version, d.dir)
 	stopped := false
