@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
@@ -18,7 +19,7 @@ import (
 // profile and the node-wide resource ledger. One backend serves every task
 // of a shim that resolves the same configuration.
 type backend struct {
-	config Config
+	config config.Config
 	driver jailhouse.Driver
 	board  *partition.Board
 	ledger *partition.Ledger
@@ -26,7 +27,7 @@ type backend struct {
 
 // backendKey identifies configurations that open the same backend. Debug
 // and Source do not change what is opened.
-func backendKey(c Config) string {
+func backendKey(c config.Config) string {
 	return c.Backend + "\x00" + c.StateDir + "\x00" + c.SimDir + "\x00" + c.Board
 }
 
@@ -35,14 +36,14 @@ func backendKey(c Config) string {
 // board's system configuration (real hardware is enabled by the operator);
 // `delete` opens without enabling, since a disabled hypervisor has no cells
 // left to destroy.
-func openBackend(ctx context.Context, cfg Config, enable bool) (*backend, error) {
+func openBackend(ctx context.Context, cfg config.Config, enable bool) (*backend, error) {
 	board, err := partition.LoadBoard(cfg.Board)
 	if err != nil {
 		return nil, fmt.Errorf("board %q from %s: %w", cfg.Board, cfg.Source, err)
 	}
 	b := &backend{config: cfg, board: board, ledger: partition.OpenLedger(cfg.LedgerPath())}
 	switch cfg.Backend {
-	case BackendJailhouse:
+	case config.BackendJailhouse:
 		dev, err := jailhouse.OpenDevice(jailhouse.DeviceOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("open the jailhouse driver (backend %q in %s): %w: %w",
@@ -59,7 +60,7 @@ func openBackend(ctx context.Context, cfg Config, enable bool) (*backend, error)
 					errdefs.ErrFailedPrecondition)
 			}
 		}
-	case BackendSim:
+	case config.BackendSim:
 		drv, err := sim.Open(cfg.SimDir, sim.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("open the simulator at sim_dir %q (from %s): %w", cfg.SimDir, cfg.Source, err)
@@ -72,7 +73,7 @@ func openBackend(ctx context.Context, cfg Config, enable bool) (*backend, error)
 		}
 	default:
 		return nil, fmt.Errorf("no %s on this host; set backend = \"sim\" in %s to use the simulator: %w",
-			DefaultDevicePath, configFileForHint(cfg), errdefs.ErrFailedPrecondition)
+			config.DefaultDevicePath, configFileForHint(cfg), errdefs.ErrFailedPrecondition)
 	}
 	return b, nil
 }
@@ -104,9 +105,9 @@ func enableSimulator(ctx context.Context, drv jailhouse.Driver, board *partition
 }
 
 // configFileForHint names the file a user should edit to pick a backend.
-func configFileForHint(cfg Config) string {
+func configFileForHint(cfg config.Config) string {
 	if cfg.Source == "" || cfg.Source[0] != '/' {
-		return DefaultConfigPath
+		return config.DefaultPath
 	}
 	return cfg.Source
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // dispatcher is the task service containerd talks to. One shim serves a
@@ -157,22 +159,22 @@ func (d *dispatcher) createRunc(ctx context.Context, r *taskv3.CreateTaskRequest
 	if err != nil {
 		return nil, d.parts.toRPC(fmt.Errorf("create task %q: %w", r.GetID(), err))
 	}
-	st := &taskState{
-		Kind:      kindRunc,
+	st := &taskstate.State{
+		Kind:      taskstate.KindRunc,
 		ID:        r.GetID(),
 		Namespace: d.namespace,
 		Bundle:    r.GetBundle(),
 		ShimPid:   int(d.parts.pid),
 		Config:    cfg,
 	}
-	if err := writeState(st); err != nil {
+	if err := taskstate.Write(st); err != nil {
 		return nil, d.parts.toRPC(err)
 	}
 	req := proto.Clone(r).(*taskv3.CreateTaskRequest)
 	req.Options = opts
 	resp, err := svc.Create(d.rctx(ctx), req)
 	if err != nil {
-		if err := removeState(r.GetBundle()); err != nil {
+		if err := taskstate.Remove(r.GetBundle()); err != nil {
 			log.G(ctx).WithError(err).Warn("remove the state of a failed create")
 		}
 		return nil, err
@@ -194,7 +196,7 @@ func (d *dispatcher) Delete(ctx context.Context, r *taskv3.DeleteRequest) (*task
 	}
 	resp, err := d.runc.running().Delete(d.rctx(ctx), r)
 	if r.GetExecID() == "" && (err == nil || errdefs.IsNotFound(errgrpc.ToNative(err))) {
-		if err := removeState(c.bundle); err != nil {
+		if err := taskstate.Remove(c.bundle); err != nil {
 			log.G(ctx).WithError(err).WithField("id", r.GetID()).Warn("remove the state of a deleted runc task")
 		}
 		d.release(r.GetID())

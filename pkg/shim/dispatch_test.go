@@ -22,6 +22,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // fakeRunc stands in for containerd's runc task service: it records every
@@ -206,8 +208,8 @@ func TestDispatcherRoutesAPod(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"pause", "sidecar"} {
-		st, err := readState(filepath.Join(p.dir, "bundles", id))
-		if err != nil || st.Kind != kindRunc || st.Config.Source != p.config {
+		st, err := taskstate.Read(filepath.Join(p.dir, "bundles", id))
+		if err != nil || st.Kind != taskstate.KindRunc || st.Config.Source != p.config {
 			t.Errorf("state of %s = %+v, %v; want kind runc with the resolved configuration", id, st, err)
 		}
 	}
@@ -319,7 +321,7 @@ func TestDispatcherRoutesAPod(t *testing.T) {
 		if d, err := p.tasks.Delete(ctx, &taskv3.DeleteRequest{ID: id}); err != nil || d.GetExitStatus() != 3 {
 			t.Fatalf("Delete %s = %v, %v; want runc's answer", id, d, err)
 		}
-		if _, err := os.Stat(filepath.Join(p.dir, "bundles", id, stateFileName)); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(p.dir, "bundles", id, taskstate.FileName)); !os.IsNotExist(err) {
 			t.Errorf("state of %s after Delete: %v", id, err)
 		}
 	}
@@ -382,7 +384,7 @@ func TestDispatcherFailedRuncCreateFreesTheID(t *testing.T) {
 	bundle := p.bundle(t, "c1", nil, `{"org.runphi.runtime":"runc"}`)
 	_, err := p.tasks.Create(ctx, &taskv3.CreateTaskRequest{ID: "c1", Bundle: bundle})
 	isErr(t, err, errdefs.ErrInvalidArgument, "Create that runc refuses")
-	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(bundle, taskstate.FileName)); !os.IsNotExist(err) {
 		t.Errorf("state after a failed runc create: %v", err)
 	}
 	p.runc.createErr = nil

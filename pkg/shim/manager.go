@@ -35,6 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/runphi/runphi/pkg/partition"
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // RuntimeName is the runtime name containerd knows this shim by.
@@ -432,12 +433,12 @@ func (m *manager) delete(ctx context.Context) error {
 
 	var errs []error
 	resp := &taskv3.DeleteResponse{ExitStatus: exitStatusKilled, ExitedAt: timestamppb.Now()}
-	st, err := readState(bundle)
+	st, err := taskstate.Read(bundle)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		errs = append(errs, err)
-	case st.Kind == kindRunc:
+	case st.Kind == taskstate.KindRunc:
 		exit, err := deleteRunc(ctx, bundle, m.id, m.namespace)
 		if err != nil {
 			errs = append(errs, err)
@@ -468,7 +469,7 @@ func (m *manager) delete(ctx context.Context) error {
 		// The state stays, so a second delete can try again.
 		return errors.Join(errs...)
 	}
-	if err := removeState(bundle); err != nil {
+	if err := taskstate.Remove(bundle); err != nil {
 		return err
 	}
 	out, err := proto.Marshal(resp)
@@ -493,7 +494,7 @@ const destroyTimeout = 3 * time.Second
 // entry is marked orphaned: it keeps the cell's resources taken, frees the
 // container id, and later allocations destroy the cell once they can. That
 // is logged as an error, which containerd shows as a warning.
-func destroyRecorded(ctx context.Context, st *taskState, timeout time.Duration) {
+func destroyRecorded(ctx context.Context, st *taskstate.State, timeout time.Duration) {
 	logger := log.G(ctx)
 	be, err := openBackend(ctx, st.Config, false)
 	if err != nil {
@@ -515,11 +516,11 @@ func destroyRecorded(ctx context.Context, st *taskState, timeout time.Duration) 
 				Warn("the ledger entry of this container id was made by another shim; leaving it")
 			return
 		}
-		rec = &partition.Record{Owner: owner, Cell: e.Cell, Ledger: be.ledger.Path()}
+		rec = &taskstate.Record{Owner: owner, Cell: e.Cell, Ledger: be.ledger.Path()}
 	}
 	logger = logger.WithField("cell", rec.Cell)
 	done := make(chan error, 1)
-	go func() { done <- partition.DestroyRecord(ctx, be.driver, be.ledger, *rec) }()
+	go func() { done <- partition.DestroyRecord(ctx, be.driver, be.ledger, partition.Record(*rec)) }()
 	select {
 	case err = <-done:
 	case <-time.After(timeout):

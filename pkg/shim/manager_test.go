@@ -18,6 +18,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // The test binary doubles as the shim binary: with this variable set it
@@ -318,7 +320,7 @@ func TestDeleteAfterShimDied(t *testing.T) {
 	if cells := h.simCells(t); len(cells) != 0 {
 		t.Errorf("cells %v left after delete", cells)
 	}
-	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(bundle, taskstate.FileName)); !os.IsNotExist(err) {
 		t.Errorf("state file after delete: %v", err)
 	}
 	h.svc.backendMu.Lock()
@@ -439,7 +441,7 @@ func TestStartGroupsAPod(t *testing.T) {
 func TestDeleteAfterRuncShimDied(t *testing.T) {
 	d := newDaemon(t)
 	bundle := d.bundle(t, "r1")
-	if err := writeState(&taskState{Kind: kindRunc, ID: "r1", Namespace: "default", Bundle: bundle, ShimPid: 99}); err != nil {
+	if err := taskstate.Write(&taskstate.State{Kind: taskstate.KindRunc, ID: "r1", Namespace: "default", Bundle: bundle, ShimPid: 99}); err != nil {
 		t.Fatal(err)
 	}
 	// What containerd's runc task service writes into a bundle.
@@ -457,7 +459,7 @@ func TestDeleteAfterRuncShimDied(t *testing.T) {
 	if resp.GetPid() != 4321 || resp.GetExitStatus() != 7 || resp.GetExitedAt().AsTime().Format(time.RFC3339) != "2026-12-01T10:00:00Z" {
 		t.Fatalf("delete = %v, want runc's recorded exit: pid 4321, status 7", &resp)
 	}
-	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(bundle, taskstate.FileName)); !os.IsNotExist(err) {
 		t.Errorf("state file after delete: %v", err)
 	}
 }

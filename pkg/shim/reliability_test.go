@@ -17,8 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // The reliability behaviour of issue 7 (docs/reliability.md): rollback of
@@ -118,7 +120,7 @@ func TestCreateRollsBackEveryStep(t *testing.T) {
 			if entries := h.ledgerEntries(t); len(entries) != 0 {
 				t.Errorf("ledger entries %v after the failed Create", entries)
 			}
-			if _, err := os.Stat(statePath(bundle)); !os.IsNotExist(err) {
+			if _, err := os.Stat(taskstate.Path(bundle)); !os.IsNotExist(err) {
 				t.Errorf("state file after the failed Create: %v", err)
 			}
 			h.assertTopics(t)
@@ -133,7 +135,7 @@ func TestCreateRollsBackEveryStep(t *testing.T) {
 	}
 }
 
-func mustConfig(t *testing.T, h *host) Config {
+func mustConfig(t *testing.T, h *host) config.Config {
 	t.Helper()
 	cfg, err := loadConfig(nil, h.svc.lookup)
 	if err != nil {
@@ -161,7 +163,7 @@ func TestCreateRollbackLeavesAnOrphan(t *testing.T) {
 	if len(entries) != 1 || entries[0].Orphaned.IsZero() || !strings.Contains(entries[0].OrphanReason, "input/output error") {
 		t.Fatalf("ledger %+v, want the cell's entry orphaned with the destroy's error", entries)
 	}
-	if _, err := os.Stat(statePath(bundle)); !os.IsNotExist(err) {
+	if _, err := os.Stat(taskstate.Path(bundle)); !os.IsNotExist(err) {
 		t.Errorf("state file after the failed Create: %v", err)
 	}
 	h.runTask(t, "t1", inmateForever)
@@ -351,7 +353,7 @@ func TestDeleteAfterShimDiedCellRefuses(t *testing.T) {
 	if err := proto.Unmarshal(out, &resp); err != nil || resp.GetExitStatus() != 137 {
 		t.Fatalf("delete printed %v (%v), want exit status 137", &resp, err)
 	}
-	if _, err := os.Stat(statePath(bundle)); !os.IsNotExist(err) {
+	if _, err := os.Stat(taskstate.Path(bundle)); !os.IsNotExist(err) {
 		t.Errorf("state file after delete: %v", err)
 	}
 	entries := h.ledgerEntries(t)
@@ -381,14 +383,14 @@ func TestDeleteAfterShimDiedCellRefuses(t *testing.T) {
 func TestDeleteAfterShimDiedDuringCreate(t *testing.T) {
 	h := newHost(t)
 	bundle := h.runTask(t, "t1", inmateForever)
-	st, err := readState(bundle)
+	st, err := taskstate.Read(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// As written before partition.Create, by this (the ledger's) process.
 	st.Partition = nil
 	st.ShimPid = os.Getpid()
-	if err := writeState(st); err != nil {
+	if err := taskstate.Write(st); err != nil {
 		t.Fatal(err)
 	}
 	d := &daemon{dir: h.dir, grpc: filepath.Join(h.dir, "c.sock")}

@@ -29,6 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/runphi/runphi/pkg/config"
 )
 
 // Containers that are not partitions — a pod's pause container, sidecars,
@@ -173,7 +175,7 @@ var runcOptionsName = string((&runcoptions.Options{}).ProtoReflect().Descriptor(
 // (and fails on any other), while CRI and ctr send runphi's runtime options:
 // runc options given explicitly are kept, anything else is replaced by
 // runc options built from the configuration's [runc] table.
-func runcOptions(cfg Config, given *anypb.Any) (*anypb.Any, error) {
+func runcOptions(cfg config.Config, given *anypb.Any) (*anypb.Any, error) {
 	if url := given.GetTypeUrl(); url != "" && url[strings.LastIndexByte(url, '/')+1:] == runcOptionsName {
 		return given, nil
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/runphi/runphi/pkg/config"
 )
 
 // ttrpcAddressEnv names containerd's ttrpc socket, where events go. Every
@@ -68,7 +70,7 @@ func (m *manager) serve(ctx context.Context) error {
 		Pid:       os.Getpid(),
 		Version:   m.build.Version,
 		Publisher: events,
-		Config:    defaultConfigLookup(),
+		Config:    config.LoadOptions{},
 		// containerd 1.6 turns codes it does not know into Unknown.
 		Containerd16: os.Getenv(grpcAddressEnv) == "",
 		CgroupV2:     hostCgroupV2(),

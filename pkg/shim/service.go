@@ -11,7 +11,9 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/runphi/runphi/pkg/caronte"
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/partition"
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // serviceOptions configure a service. The zero value of every field but
@@ -28,7 +30,7 @@ type serviceOptions struct {
 	// Publisher receives the task events.
 	Publisher publisher
 	// Config says where configuration files are looked up.
-	Config configLookup
+	Config config.LoadOptions
 	// Containerd16 makes errors carry only the codes containerd 1.6
 	// understands: it turns ResourceExhausted and PermissionDenied into
 	// Unknown, so they are sent as FailedPrecondition.
@@ -60,7 +62,7 @@ type service struct {
 	pid       uint32
 	version   string
 	events    publisher
-	lookup    configLookup
+	lookup    config.LoadOptions
 	legacy    bool          // the daemon is containerd 1.6 (see serviceOptions.Containerd16)
 	cgroupV2  bool          // Stats sends cgroup v2 Metrics
 	exit      chan struct{} // closed (once, under mu) when Shutdown lets the process end
@@ -143,7 +145,7 @@ func (s *service) publishTask(t *task) {
 }
 
 // backend opens, or reuses, the backend a configuration selects.
-func (s *service) backend(cfg Config) (*backend, error) {
+func (s *service) backend(cfg config.Config) (*backend, error) {
 	s.backendMu.Lock()
 	defer s.backendMu.Unlock()
 	key := backendKey(cfg)
@@ -225,7 +227,7 @@ type task struct {
 	bundle  string
 	rootfs  string
 	io      caronte.IO
-	state   *taskState // as persisted; Delete removes it
+	state   *taskstate.State // as persisted; Delete removes it
 	backend *backend
 	part    *partition.Partition
 	proxy   *caronte.Proxy

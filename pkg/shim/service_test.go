@@ -18,7 +18,9 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"golang.org/x/sys/unix"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // Scripted inmates for the tests.
@@ -49,7 +51,7 @@ func newHost(t *testing.T) *host {
 		Pid:       4242,
 		Version:   "test",
 		Publisher: h.events,
-		Config: configLookup{
+		Config: config.LoadOptions{
 			Getenv:      func(string) string { return "" },
 			DefaultPath: h.config,
 			DevicePath:  filepath.Join(dir, "no-jailhouse"),
@@ -184,7 +186,7 @@ func TestServiceRunToExit(t *testing.T) {
 	if created.GetPid() != 4242 {
 		t.Errorf("Create pid %d, want the shim's 4242", created.GetPid())
 	}
-	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); err != nil {
+	if _, err := os.Stat(filepath.Join(bundle, taskstate.FileName)); err != nil {
 		t.Errorf("state file: %v", err)
 	}
 	if cells := h.simCells(t); len(cells) != 1 {
@@ -265,7 +267,7 @@ func TestServiceRunToExit(t *testing.T) {
 	if cells := h.simCells(t); len(cells) != 0 {
 		t.Errorf("simulator still has cells %v after Delete", cells)
 	}
-	if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(bundle, taskstate.FileName)); !os.IsNotExist(err) {
 		t.Errorf("state file after Delete: %v", err)
 	}
 	if _, err := h.svc.Shutdown(ctx, &taskv3.ShutdownRequest{ID: "t1"}); err != nil {
@@ -422,7 +424,7 @@ func TestServiceCreateErrors(t *testing.T) {
 				t.Errorf("error %q does not name the configuration file %s", err, h.config)
 			}
 			// Nothing is left behind: no state, no cell, and the id is free.
-			if _, err := os.Stat(filepath.Join(bundle, stateFileName)); !os.IsNotExist(err) {
+			if _, err := os.Stat(filepath.Join(bundle, taskstate.FileName)); !os.IsNotExist(err) {
 				t.Errorf("state file after a failed Create: %v", err)
 			}
 			if _, err := os.Stat(h.simDir); err == nil {

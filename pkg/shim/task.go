@@ -25,6 +25,7 @@ import (
 
 	"github.com/runphi/runphi/pkg/caronte"
 	"github.com/runphi/runphi/pkg/partition"
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // The task RPCs. Each one runs its native-error body and converts the error
@@ -165,7 +166,7 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 
 	// The state goes to disk before the cell exists, so that a shim dying
 	// from here on still leaves `delete` enough to unmount.
-	st := &taskState{
+	st := &taskstate.State{
 		ID:        r.GetID(),
 		Namespace: s.namespace,
 		Bundle:    r.GetBundle(),
@@ -174,12 +175,12 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 		Mounted:   mounted,
 		Config:    cfg,
 	}
-	if err := writeState(st); err != nil {
+	if err := taskstate.Write(st); err != nil {
 		return nil, err
 	}
 	defer func() {
 		if retErr != nil {
-			if err := removeState(r.GetBundle()); err != nil {
+			if err := taskstate.Remove(r.GetBundle()); err != nil {
 				log.G(ctx).WithError(err).Warn("remove the state of a failed create")
 			}
 		}
@@ -213,9 +214,9 @@ func (s *service) create(ctx context.Context, r *taskv3.CreateTaskRequest) (_ *t
 		}
 	}()
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("cell", part.Name()))
-	rec := part.Record()
+	rec := taskstate.Record(part.Record())
 	st.Partition = &rec
-	if err := writeState(st); err != nil {
+	if err := taskstate.Write(st); err != nil {
 		return nil, err
 	}
 
@@ -490,7 +491,7 @@ func (s *service) deleteNow(ctx context.Context, t *task) (*taskv3.DeleteRespons
 			return nil, fmt.Errorf("delete task %q: %w", t.id, err)
 		}
 	}
-	if err := removeState(t.bundle); err != nil {
+	if err := taskstate.Remove(t.bundle); err != nil {
 		return nil, fmt.Errorf("delete task %q: %w", t.id, err)
 	}
 
