@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/hostview"
 	"github.com/runphi/runphi/pkg/jailhouse"
 	"github.com/runphi/runphi/pkg/partition"
@@ -147,7 +148,7 @@ func checkHost(o doctorOptions) doctorReport {
 		o.sysfsRoot = jailhouse.DefaultSysfsRoot
 	}
 	if o.devicePath == "" {
-		o.devicePath = hostview.DefaultDevicePath
+		o.devicePath = config.DefaultDevicePath
 	}
 	if o.iomemPath == "" {
 		o.iomemPath = filepath.Join(o.procRoot, "iomem")
@@ -170,7 +171,7 @@ func checkHost(o doctorOptions) doctorReport {
 		board = d.checkBoard(cfg)
 		h := hostview.Open(cfg, hostview.Options{ProcRoot: o.procRoot, SysfsRoot: o.sysfsRoot})
 		if d.checkBackend(cfg) {
-			if cfg.Backend == hostview.BackendSim {
+			if cfg.Backend == config.BackendSim {
 				d.checkSimulator(h, cfg, board)
 			} else {
 				d.checkJailhouse(h, cfg, board)
@@ -237,28 +238,28 @@ func (d *doctor) selectDaemon() (*hostview.Daemon, string) {
 // checkConfig resolves the configuration as the shim of the checked
 // containerd would: --config, else $RUNPHI_CONFIG here, else containerd's
 // own RUNPHI_CONFIG, else /etc/runphi/runphi.toml.
-func (d *doctor) checkConfig(daemon *hostview.Daemon) (hostview.Config, bool) {
-	lo := hostview.LoadOptions{
-		Path: d.o.configPath, Getenv: d.o.getenv,
+func (d *doctor) checkConfig(daemon *hostview.Daemon) (config.Config, bool) {
+	lo := config.LoadOptions{
+		Path: d.o.configPath, Origin: "--config", Getenv: d.o.getenv,
 		DefaultPath: d.o.defaultConfigPath, DevicePath: d.o.devicePath,
 	}
 	var daemonConfig string
 	if daemon != nil {
 		if env, err := hostview.Environ(d.o.procRoot, daemon.PID); err == nil {
-			daemonConfig = env[hostview.ConfigEnv]
+			daemonConfig = env[config.Env]
 		}
 	}
-	if lo.Path == "" && d.o.getenv(hostview.ConfigEnv) == "" && daemonConfig != "" {
+	if lo.Path == "" && d.o.getenv(config.Env) == "" && daemonConfig != "" {
 		lo.Path, lo.Origin = daemonConfig, fmt.Sprintf("RUNPHI_CONFIG of containerd pid %d", daemon.PID)
 	}
-	cfg, err := hostview.LoadConfig(lo)
+	cfg, err := config.Load(lo)
 	if err != nil {
 		d.add("config", statusFail, err.Error(),
 			"correct the file (keys: docs/configuration.md), or point --config / RUNPHI_CONFIG at the right one")
-		return hostview.Config{Source: lo.Path}, false
+		return config.Config{Source: lo.Path}, false
 	}
 	detail := fmt.Sprintf("%s (%s): backend %q, state_dir %s, board %s", cfg.Source, cfg.Origin, cfg.Backend, cfg.StateDir, cfg.Board)
-	if cfg.Backend == hostview.BackendSim {
+	if cfg.Backend == config.BackendSim {
 		detail += ", sim_dir " + cfg.SimDir
 	}
 	if cfg.Missing {
@@ -273,7 +274,7 @@ func (d *doctor) checkConfig(daemon *hostview.Daemon) (hostview.Config, bool) {
 	return cfg, true
 }
 
-func (d *doctor) checkBoard(cfg hostview.Config) *partition.Board {
+func (d *doctor) checkBoard(cfg config.Config) *partition.Board {
 	b, err := partition.LoadBoard(cfg.Board)
 	if err != nil {
 		d.add("board", statusFail, fmt.Sprintf("board %q (from %s): %v", cfg.Board, cfg.Source, err),
@@ -290,11 +291,11 @@ func (d *doctor) checkBoard(cfg hostview.Config) *partition.Board {
 
 // checkBackend reports the selected backend; false means there is none
 // and the hypervisor checks cannot run.
-func (d *doctor) checkBackend(cfg hostview.Config) bool {
+func (d *doctor) checkBackend(cfg config.Config) bool {
 	switch cfg.Backend {
-	case hostview.BackendSim:
+	case config.BackendSim:
 		d.add("backend", statusOK, "the Jailhouse simulator (backend \"sim\"): partitions run on no real hypervisor", "")
-	case hostview.BackendJailhouse:
+	case config.BackendJailhouse:
 		how := "backend = \"jailhouse\""
 		if cfg.BackendDefaulted {
 			how = d.o.devicePath + " exists and the file names no backend"
@@ -309,7 +310,7 @@ func (d *doctor) checkBackend(cfg hostview.Config) bool {
 	return true
 }
 
-func (d *doctor) checkSimulator(h *hostview.Host, cfg hostview.Config, board *partition.Board) {
+func (d *doctor) checkSimulator(h *hostview.Host, cfg config.Config, board *partition.Board) {
 	if _, err := os.Stat(filepath.Join(cfg.SimDir, "state.json")); errors.Is(err, fs.ErrNotExist) {
 		d.add("simulator", statusOK, fmt.Sprintf("%s holds no simulated host yet; the first partition creates it and enables it with board %s", cfg.SimDir, cfg.Board), "")
 		return
@@ -329,7 +330,7 @@ func (d *doctor) checkSimulator(h *hostview.Host, cfg hostview.Config, board *pa
 		fmt.Sprintf("or, once no partition runs, remove %s so that the next partition enables the simulator with board %s", cfg.SimDir, cfg.Board))
 }
 
-func (d *doctor) checkJailhouse(h *hostview.Host, cfg hostview.Config, board *partition.Board) {
+func (d *doctor) checkJailhouse(h *hostview.Host, cfg config.Config, board *partition.Board) {
 	fi, err := os.Stat(d.o.sysfsRoot)
 	if err != nil {
 		d.add("module", statusFail, fmt.Sprintf("the jailhouse module is not loaded (%s: %v)", d.o.sysfsRoot, errors.Unwrap(err)),
@@ -383,7 +384,7 @@ func (d *doctor) checkDevice() {
 // checkHypervisorMatchesBoard compares what the running hypervisor shows
 // in sysfs (the root cell's name, and the CPUs of all cells together,
 // which were the root cell's at enable) with the board profile.
-func (d *doctor) checkHypervisorMatchesBoard(h *hostview.Host, cfg hostview.Config, board *partition.Board, otherFix string) {
+func (d *doctor) checkHypervisorMatchesBoard(h *hostview.Host, cfg config.Config, board *partition.Board, otherFix string) {
 	if board == nil {
 		d.add("hypervisor", statusSkip, "no board profile to compare with", "")
 		return
@@ -518,7 +519,7 @@ func (d *doctor) checkReservedMemory(board *partition.Board) {
 
 // checkState reads the ledger and cross-checks it with the cells, as
 // runphi ps does.
-func (d *doctor) checkState(h *hostview.Host, cfg hostview.Config, board *partition.Board) {
+func (d *doctor) checkState(h *hostview.Host, cfg config.Config, board *partition.Board) {
 	if _, err := os.Stat(cfg.StateDir); errors.Is(err, fs.ErrNotExist) {
 		d.add("state", statusOK, cfg.StateDir+" does not exist yet; the first partition creates it", "")
 		return
@@ -657,7 +658,7 @@ func runShimVersion(path string) (string, error) {
 
 // checkCRI checks containerd's CRI runtime entries for runphi: what
 // Kubernetes needs (ctr and nerdctl name the runtime themselves).
-func (d *doctor) checkCRI(daemon *hostview.Daemon, cfg hostview.Config, cfgOK bool) {
+func (d *doctor) checkCRI(daemon *hostview.Daemon, cfg config.Config, cfgOK bool) {
 	var cc hostview.ContainerdConfig
 	switch {
 	case daemon != nil:
@@ -694,10 +695,10 @@ func (d *doctor) checkCRI(daemon *hostview.Daemon, cfg hostview.Config, cfgOK bo
 	}
 	for _, r := range rts {
 		if r.ConfigPath == "" {
-			d.add("cri", statusOK, fmt.Sprintf("CRI runtime %q (%s) has no ConfigPath: its shims read $RUNPHI_CONFIG or %s", r.Name, file, hostview.DefaultConfigPath), "")
+			d.add("cri", statusOK, fmt.Sprintf("CRI runtime %q (%s) has no ConfigPath: its shims read $RUNPHI_CONFIG or %s", r.Name, file, config.DefaultPath), "")
 			continue
 		}
-		got, err := hostview.LoadConfig(hostview.LoadOptions{Path: r.ConfigPath, Origin: "ConfigPath", DevicePath: d.o.devicePath})
+		got, err := config.Load(config.LoadOptions{Path: r.ConfigPath, Origin: "ConfigPath", DevicePath: d.o.devicePath})
 		if err != nil {
 			d.add("cri", statusFail, fmt.Sprintf("CRI runtime %q: ConfigPath: %v; every pod with this runtime fails to start", r.Name, err),
 				fmt.Sprintf("create %s (docs/configuration.md) or correct ConfigPath in %s", r.ConfigPath, file))
@@ -716,8 +717,8 @@ func (d *doctor) checkCRI(daemon *hostview.Daemon, cfg hostview.Config, cfgOK bo
 func criSnippet(cc hostview.ContainerdConfig) string {
 	if cc.Version >= 3 {
 		return "add to " + cc.Path + ": [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runphi] runtime_type = '" + hostview.RuntimeType +
-			"' with options ConfigPath = '" + hostview.DefaultConfigPath + "' (docs/install.md), then restart containerd"
+			"' with options ConfigPath = '" + config.DefaultPath + "' (docs/install.md), then restart containerd"
 	}
 	return "add to " + cc.Path + ": [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runphi] runtime_type = \"" + hostview.RuntimeType +
-		"\" with options ConfigPath = \"" + hostview.DefaultConfigPath + "\" (docs/install.md), then restart containerd"
+		"\" with options ConfigPath = \"" + config.DefaultPath + "\" (docs/install.md), then restart containerd"
 }

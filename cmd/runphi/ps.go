@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/hostview"
 	"github.com/runphi/runphi/pkg/jailhouse"
 	"github.com/runphi/runphi/pkg/partition"
@@ -157,8 +158,8 @@ func addConfigFlag(fs *flag.FlagSet) configFlag {
 		"runphi configuration `file` (default: $RUNPHI_CONFIG, else /etc/runphi/runphi.toml, as the shim)")}
 }
 
-func (c configFlag) load() (hostview.Config, error) {
-	return hostview.LoadConfig(hostview.LoadOptions{Path: *c.path})
+func (c configFlag) load() (config.Config, error) {
+	return config.Load(config.LoadOptions{Path: *c.path, Origin: "--config"})
 }
 
 // emitJSON writes v as indented JSON with a trailing newline.

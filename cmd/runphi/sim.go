@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/runphi/runphi/pkg/hostview"
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
 )
@@ -49,7 +49,7 @@ func runSim(env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Backend != hostview.BackendSim {
+	if cfg.Backend != config.BackendSim {
 		return fmt.Errorf("%s selects backend %q: fault injection works on the simulator only (backend = \"sim\")", cfg.Source, cfg.Backend)
 	}
 	d, err := sim.Open(cfg.SimDir, sim.Options{})

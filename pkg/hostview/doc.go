@@ -11,8 +11,8 @@
 // when its cells are listed (a simulated sysfs read advances the scripted
 // inmates to now, as a real state read is a hypercall that sees the inmate
 // as it is). It does not import package shim: the configuration and the
-// task state file are read with the shim's keys, and tests check that the
-// two agree.
+// task state file are read through packages config and taskstate, the
+// same code the shim uses.
 //
 // Everything that reads the host takes its roots (/proc, sysfs) from
 // Options, so tests run on fabricated trees.

@@ -11,14 +11,16 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 // host is a simulated machine as a shim leaves it: an enabled simulator,
 // a ledger, containerd bundles with state files and a fake /proc.
 type host struct {
-	cfg      Config
+	cfg      config.Config
 	board    *partition.Board
 	driver   *sim.Driver
 	ledger   *partition.Ledger
@@ -35,7 +37,7 @@ func newHost(t *testing.T) *host {
 		t.Fatal(err)
 	}
 	h := &host{
-		cfg: Config{Backend: BackendSim, StateDir: filepath.Join(dir, "state"), SimDir: filepath.Join(dir, "sim"),
+		cfg: config.Config{Backend: config.BackendSim, StateDir: filepath.Join(dir, "state"), SimDir: filepath.Join(dir, "sim"),
 			Board: "qemu-arm64", Source: filepath.Join(dir, "runphi.toml")},
 		board: b, taskRoot: filepath.Join(dir, "containerd", taskDir), procRoot: filepath.Join(dir, "proc"),
 		nextPID: 4000,
@@ -106,8 +108,8 @@ func (h *host) run(t *testing.T, ns, id string, o partitionOpts) string {
 	pid := h.nextPID
 	if !o.noState {
 		rec := p.Record()
-		h.writeState(t, bundle, TaskState{ID: id, Namespace: ns, ShimPid: pid,
-			Partition: &StateRecord{Owner: rec.Owner, Cell: rec.Cell, Ledger: rec.Ledger}})
+		h.writeState(t, bundle, taskstate.State{ID: id, Namespace: ns, ShimPid: pid,
+			Partition: &taskstate.Record{Owner: rec.Owner, Cell: rec.Cell, Ledger: rec.Ledger}})
 	}
 	if o.shimAlive {
 		h.fakeProcess(t, pid, "/usr/local/bin/"+ShimBinary, bundle,
@@ -117,9 +119,9 @@ func (h *host) run(t *testing.T, ns, id string, o partitionOpts) string {
 }
 
 // writeState writes a state file in the shim's format (pkg/shim/state.go).
-func (h *host) writeState(t *testing.T, bundle string, st TaskState) {
+func (h *host) writeState(t *testing.T, bundle string, st taskstate.State) {
 	t.Helper()
-	st.Version, st.Bundle, st.Config = stateVersion, bundle, h.cfg
+	st.Version, st.Bundle, st.Config = taskstate.Version, bundle, h.cfg
 	st.Rootfs = filepath.Join(bundle, "rootfs")
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -128,7 +130,7 @@ func (h *host) writeState(t *testing.T, bundle string, st TaskState) {
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeTestFile(t, filepath.Join(bundle, StateFileName), string(data))
+	writeTestFile(t, filepath.Join(bundle, taskstate.FileName), string(data))
 }
 
 // fakeProcess makes /proc/<pid> with a cmdline, exe and cwd.

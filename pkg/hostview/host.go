@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
@@ -43,12 +44,12 @@ type Options struct {
 
 // Host is the read-only view of runphi under one configuration.
 type Host struct {
-	cfg  Config
+	cfg  config.Config
 	opts Options
 }
 
 // Open returns the view of the host cfg describes. It touches nothing.
-func Open(cfg Config, opts Options) *Host {
+func Open(cfg config.Config, opts Options) *Host {
 	if opts.ProcRoot == "" {
 		opts.ProcRoot = DefaultProcRoot
 	}
@@ -62,19 +63,19 @@ func Open(cfg Config, opts Options) *Host {
 }
 
 // Config returns the configuration the host was opened with.
-func (h *Host) Config() Config { return h.cfg }
+func (h *Host) Config() config.Config { return h.cfg }
 
 // SysfsRoot is the Jailhouse sysfs directory of the backend: the real one,
 // or the simulator's rendering of it.
 func (h *Host) SysfsRoot() (string, error) {
 	switch h.cfg.Backend {
-	case BackendJailhouse:
+	case config.BackendJailhouse:
 		return h.opts.SysfsRoot, nil
-	case BackendSim:
+	case config.BackendSim:
 		return filepath.Join(h.cfg.SimDir, "sys", "devices", "jailhouse"), nil
 	}
 	return "", fmt.Errorf("%w: no %s on this host and no backend in %s; set backend = \"sim\" there to use the simulator",
-		ErrNoBackend, DefaultDevicePath, h.cfg.Source)
+		ErrNoBackend, config.DefaultDevicePath, h.cfg.Source)
 }
 
 // simulator opens the simulator without creating it: a missing sim_dir is
@@ -94,7 +95,7 @@ func (h *Host) simulator() (*sim.Driver, error) {
 // Enabled reports whether the hypervisor is enabled. The simulator not
 // created yet counts as loaded but disabled.
 func (h *Host) Enabled() (bool, error) {
-	if h.cfg.Backend == BackendSim {
+	if h.cfg.Backend == config.BackendSim {
 		d, err := h.simulator()
 		if errors.Is(err, ErrSimNotCreated) {
 			return false, nil
@@ -114,7 +115,7 @@ func (h *Host) Enabled() (bool, error) {
 // Cells lists the cells the hypervisor has, root cell first. For the
 // simulator the list is current: reading it advances scripted inmates.
 func (h *Host) Cells() ([]jailhouse.CellInfo, error) {
-	if h.cfg.Backend == BackendSim {
+	if h.cfg.Backend == config.BackendSim {
 		d, err := h.simulator()
 		if errors.Is(err, ErrSimNotCreated) {
 			return nil, nil

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse"
+	"github.com/runphi/runphi/pkg/taskstate"
 )
 
 func TestPartitionsJoinLedgerCellsAndState(t *testing.T) {
@@ -96,11 +98,11 @@ func TestPartitionsNameEachInconsistency(t *testing.T) {
 			h.run(t, "default", "nostate", partitionOpts{noState: true})
 		}, "default/nostate", "no task state file found"},
 		{"state file without ledger entry", func(t *testing.T, h *host) {
-			h.writeState(t, filepath.Join(h.taskRoot, "default", "lost"), TaskState{ID: "lost", Namespace: "default", ShimPid: 1,
-				Partition: &StateRecord{Owner: "default/lost", Cell: "lost", Ledger: h.cfg.LedgerPath()}})
+			h.writeState(t, filepath.Join(h.taskRoot, "default", "lost"), taskstate.State{ID: "lost", Namespace: "default", ShimPid: 1,
+				Partition: &taskstate.Record{Owner: "default/lost", Cell: "lost", Ledger: h.cfg.LedgerPath()}})
 		}, "default/lost", "has no entry for it"},
 		{"state file of a create in progress", func(t *testing.T, h *host) {
-			h.writeState(t, filepath.Join(h.taskRoot, "default", "half"), TaskState{ID: "half", Namespace: "default", ShimPid: 1})
+			h.writeState(t, filepath.Join(h.taskRoot, "default", "half"), taskstate.State{ID: "half", Namespace: "default", ShimPid: 1})
 		}, "default/half", "has not created a cell"},
 	}
 	for _, tc := range tests {
@@ -131,16 +133,16 @@ func TestTasksAreThisConfigsPartitionsOnly(t *testing.T) {
 	h := newHost(t)
 	other := h.cfg
 	other.StateDir = "/elsewhere"
-	h.writeState(t, filepath.Join(h.taskRoot, "default", "mine"), TaskState{ID: "mine", Namespace: "default"})
-	st := TaskState{ID: "theirs", Namespace: "default", Version: stateVersion, Config: other}
+	h.writeState(t, filepath.Join(h.taskRoot, "default", "mine"), taskstate.State{ID: "mine", Namespace: "default"})
+	st := taskstate.State{ID: "theirs", Namespace: "default", Version: taskstate.Version, Config: other}
 	bundle := filepath.Join(h.taskRoot, "default", "theirs")
 	h.writeState(t, bundle, st)
 	// writeState stamps h.cfg; rewrite with the other configuration.
-	data := strings.Replace(readTestFile(t, filepath.Join(bundle, StateFileName)), h.cfg.StateDir, "/elsewhere", 1)
-	writeTestFile(t, filepath.Join(bundle, StateFileName), data)
+	data := strings.Replace(readTestFile(t, filepath.Join(bundle, taskstate.FileName)), h.cfg.StateDir, "/elsewhere", 1)
+	writeTestFile(t, filepath.Join(bundle, taskstate.FileName), data)
 
 	// A pod's pause container runs with runc under the same shim.
-	h.writeState(t, filepath.Join(h.taskRoot, "default", "pause"), TaskState{ID: "pause", Namespace: "default", Kind: KindRunc})
+	h.writeState(t, filepath.Join(h.taskRoot, "default", "pause"), taskstate.State{ID: "pause", Namespace: "default", Kind: taskstate.KindRunc})
 
 	tasks, errs := h.view().Tasks()
 	if len(errs) > 0 {
@@ -163,7 +165,7 @@ func readTestFile(t *testing.T, path string) string {
 func TestCorruptStateFileIsAWarningNotAFailure(t *testing.T) {
 	h := newHost(t)
 	h.run(t, "default", "ok", partitionOpts{shimAlive: true})
-	writeTestFile(t, filepath.Join(h.taskRoot, "default", "bad", StateFileName), "{")
+	writeTestFile(t, filepath.Join(h.taskRoot, "default", "bad", taskstate.FileName), "{")
 	parts, warns, err := h.view().Partitions()
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +205,7 @@ func TestFindCellAndStatistics(t *testing.T) {
 
 func TestHypervisorBeforeAnyPartition(t *testing.T) {
 	t.Run("simulator not created", func(t *testing.T) {
-		v := Open(Config{Backend: BackendSim, SimDir: filepath.Join(t.TempDir(), "sim"), StateDir: t.TempDir()}, Options{})
+		v := Open(config.Config{Backend: config.BackendSim, SimDir: filepath.Join(t.TempDir(), "sim"), StateDir: t.TempDir()}, Options{})
 		on, err := v.Enabled()
 		cells, err2 := v.Cells()
 		if on || err != nil || cells != nil || err2 != nil {
@@ -214,13 +216,13 @@ func TestHypervisorBeforeAnyPartition(t *testing.T) {
 		}
 	})
 	t.Run("no backend", func(t *testing.T) {
-		v := Open(Config{Source: "/etc/runphi/runphi.toml"}, Options{})
+		v := Open(config.Config{Source: "/etc/runphi/runphi.toml"}, Options{})
 		if _, err := v.Cells(); !errors.Is(err, ErrNoBackend) || !strings.Contains(err.Error(), `set backend = "sim"`) {
 			t.Fatalf("Cells = %v, want ErrNoBackend saying how to select the simulator", err)
 		}
 	})
 	t.Run("jailhouse module not loaded", func(t *testing.T) {
-		v := Open(Config{Backend: BackendJailhouse}, Options{SysfsRoot: filepath.Join(t.TempDir(), "none")})
+		v := Open(config.Config{Backend: config.BackendJailhouse}, Options{SysfsRoot: filepath.Join(t.TempDir(), "none")})
 		if _, err := v.Cells(); !errors.Is(err, jailhouse.ErrNotLoaded) {
 			t.Fatalf("Cells = %v, want ErrNotLoaded", err)
 		}
