@@ -495,6 +495,11 @@ func (s *service) deleteNow(ctx context.Context, t *task) (*taskv3.DeleteRespons
 		return nil, fmt.Errorf("delete task %q: %w", t.id, err)
 	}
 
+	// Forget the task before marking it deleted: a retried Delete that sees
+	// "deleted" answers NotFound, and containerd then sends Shutdown at
+	// once, which must find no task left or the shim outlives its last
+	// container.
+	s.release(t.id)
 	t.mu.Lock()
 	t.deleted = true
 	status, e := t.status, t.exit
@@ -509,7 +514,6 @@ func (s *service) deleteNow(ctx context.Context, t *task) (*taskv3.DeleteRespons
 	t.events.publish(topicTaskDelete, ev)
 	t.mu.Unlock()
 
-	s.release(t.id)
 	log.G(ctx).WithField("id", t.id).Info("task deleted")
 	return &taskv3.DeleteResponse{Pid: t.pid, ExitStatus: e.Status, ExitedAt: at}, nil
 }
