@@ -7,6 +7,7 @@ import (
 	"context"
 	"os"
 
+	"github.com/runphi/runphi/cmd/internal/backend"
 	"github.com/runphi/runphi/pkg/shim"
 )
 
@@ -17,5 +18,9 @@ var (
 )
 
 func main() {
-	os.Exit(shim.Run(context.Background(), os.Args, shim.Info{Version: version, Revision: revision}))
+	os.Exit(shim.Run(context.Background(), os.Args, shim.Info{
+		Version:       version,
+		Revision:      revision,
+		OpenSimulator: backend.OpenSimulator,
+	}))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/runphi/runphi/cmd/internal/backend"
 	"github.com/runphi/runphi/pkg/hostview"
 	"github.com/runphi/runphi/pkg/jailhouse"
 )
@@ -56,7 +57,7 @@ func runCells(env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	h := hostview.Open(cfg, hostview.Options{})
+	h := hostview.Open(cfg, hostview.Options{OpenSimulator: backend.OpenSimulator})
 	root, err := h.SysfsRoot()
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runphi/runphi/cmd/internal/backend"
 	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/hostview"
 	"github.com/runphi/runphi/pkg/jailhouse"
@@ -169,7 +170,7 @@ func checkHost(o doctorOptions) doctorReport {
 	var board *partition.Board
 	if cfgOK {
 		board = d.checkBoard(cfg)
-		h := hostview.Open(cfg, hostview.Options{ProcRoot: o.procRoot, SysfsRoot: o.sysfsRoot})
+		h := hostview.Open(cfg, hostview.Options{ProcRoot: o.procRoot, SysfsRoot: o.sysfsRoot, OpenSimulator: backend.OpenSimulator})
 		if d.checkBackend(cfg) {
 			if cfg.Backend == config.BackendSim {
 				d.checkSimulator(h, cfg, board)

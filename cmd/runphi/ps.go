@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/runphi/runphi/cmd/internal/backend"
 	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/hostview"
 	"github.com/runphi/runphi/pkg/jailhouse"
@@ -58,7 +59,7 @@ func runPs(env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	h := hostview.Open(cfg, hostview.Options{TaskRoots: roots})
+	h := hostview.Open(cfg, hostview.Options{TaskRoots: roots, OpenSimulator: backend.OpenSimulator})
 	parts, warns, err := h.Partitions()
 	if err != nil {
 		return err

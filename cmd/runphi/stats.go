@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/runphi/runphi/cmd/internal/backend"
 	"github.com/runphi/runphi/pkg/hostview"
 	"github.com/runphi/runphi/pkg/jailhouse"
 )
@@ -54,7 +55,7 @@ func runStats(env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	h := hostview.Open(cfg, hostview.Options{})
+	h := hostview.Open(cfg, hostview.Options{OpenSimulator: backend.OpenSimulator})
 	cell, st, err := h.Statistics(pos[0])
 	if errors.Is(err, jailhouse.ErrCellNotFound) {
 		return &codeError{code: exitNoSuchCell, err: fmt.Errorf("%w (runphi cells lists them)", err)}

@@ -12,10 +12,15 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runphi/runphi/pkg/config"
+	"github.com/runphi/runphi/pkg/jailhouse"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
 	"github.com/runphi/runphi/pkg/taskstate"
 )
+
+// openSimulator is what cmd/internal/backend gives the CLI; tests may
+// import the simulator themselves.
+func openSimulator(dir string) (jailhouse.Driver, error) { return sim.Open(dir, sim.Options{}) }
 
 // host is a simulated machine as a shim leaves it: an enabled simulator,
 // a ledger, containerd bundles with state files and a fake /proc.
@@ -60,7 +65,7 @@ func newHost(t *testing.T) *host {
 }
 
 func (h *host) view() *Host {
-	return Open(h.cfg, Options{ProcRoot: h.procRoot, TaskRoots: []string{h.taskRoot}})
+	return Open(h.cfg, Options{ProcRoot: h.procRoot, TaskRoots: []string{h.taskRoot}, OpenSimulator: openSimulator})
 }
 
 const foreverScript = "#!runphi-sim\nloop 1000000\nsleep 1s\nend\n"

@@ -13,7 +13,6 @@ import (
 
 	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse"
-	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
 )
 
@@ -26,6 +25,10 @@ var (
 	// no shim has used it.
 	ErrSimNotCreated = errors.New("simulator not created yet")
 )
+
+// errNoSimulator is what reading backend "sim" fails with when
+// Options.OpenSimulator is nil.
+var errNoSimulator = errors.New("no simulator opener given (Options.OpenSimulator)")
 
 // Options says where a Host reads the machine. The zero value means the
 // real paths.
@@ -40,6 +43,10 @@ type Options struct {
 	TaskRoots []string
 	// Now replaces time.Now (uptimes).
 	Now func() time.Time
+	// OpenSimulator opens the simulator of backend = "sim" (the binary
+	// passes cmd/internal/backend.OpenSimulator, so that this package
+	// does not import it); nil makes reading that backend an error.
+	OpenSimulator func(dir string) (jailhouse.Driver, error)
 }
 
 // Host is the read-only view of runphi under one configuration.
@@ -80,12 +87,15 @@ func (h *Host) SysfsRoot() (string, error) {
 
 // simulator opens the simulator without creating it: a missing sim_dir is
 // ErrSimNotCreated rather than a new, empty simulated host.
-func (h *Host) simulator() (*sim.Driver, error) {
+func (h *Host) simulator() (jailhouse.Driver, error) {
 	if _, err := os.Stat(filepath.Join(h.cfg.SimDir, "state.json")); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: sim_dir %s (from %s) holds no simulated host; the first partition's shim creates and enables it",
 			ErrSimNotCreated, h.cfg.SimDir, h.cfg.Source)
 	}
-	d, err := sim.Open(h.cfg.SimDir, sim.Options{})
+	if h.opts.OpenSimulator == nil {
+		return nil, fmt.Errorf("open the simulator at sim_dir %s (from %s): %w", h.cfg.SimDir, h.cfg.Source, errNoSimulator)
+	}
+	d, err := h.opts.OpenSimulator(h.cfg.SimDir)
 	if err != nil {
 		return nil, fmt.Errorf("open the simulator at sim_dir %s (from %s): %w", h.cfg.SimDir, h.cfg.Source, err)
 	}

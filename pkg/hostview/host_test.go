@@ -205,7 +205,7 @@ func TestFindCellAndStatistics(t *testing.T) {
 
 func TestHypervisorBeforeAnyPartition(t *testing.T) {
 	t.Run("simulator not created", func(t *testing.T) {
-		v := Open(config.Config{Backend: config.BackendSim, SimDir: filepath.Join(t.TempDir(), "sim"), StateDir: t.TempDir()}, Options{})
+		v := Open(config.Config{Backend: config.BackendSim, SimDir: filepath.Join(t.TempDir(), "sim"), StateDir: t.TempDir()}, Options{OpenSimulator: openSimulator})
 		on, err := v.Enabled()
 		cells, err2 := v.Cells()
 		if on || err != nil || cells != nil || err2 != nil {
@@ -213,6 +213,13 @@ func TestHypervisorBeforeAnyPartition(t *testing.T) {
 		}
 		if _, err := os.Stat(v.Config().SimDir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("reading created the simulator: %v", err)
+		}
+	})
+	t.Run("simulator created but no opener given", func(t *testing.T) {
+		h := newHost(t)
+		v := Open(h.cfg, Options{ProcRoot: h.procRoot})
+		if _, err := v.Cells(); err == nil || !strings.Contains(err.Error(), "OpenSimulator") {
+			t.Fatalf("Cells = %v, want an error naming the missing Options.OpenSimulator", err)
 		}
 	})
 	t.Run("no backend", func(t *testing.T) {

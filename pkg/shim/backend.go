@@ -11,7 +11,6 @@ import (
 
 	"github.com/runphi/runphi/pkg/config"
 	"github.com/runphi/runphi/pkg/jailhouse"
-	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
 )
 
@@ -31,12 +30,21 @@ func backendKey(c config.Config) string {
 	return c.Backend + "\x00" + c.StateDir + "\x00" + c.SimDir + "\x00" + c.Board
 }
 
+// SimulatorOpener opens the simulated hypervisor whose state lives in dir.
+// The binary passes it in (Info.OpenSimulator) so that the shim does not
+// import the simulator; nil means the binary has none.
+type SimulatorOpener func(dir string) (jailhouse.Driver, error)
+
+// errNoSimulator is what opening backend "sim" fails with in a binary built
+// without a SimulatorOpener.
+var errNoSimulator = errors.New("this binary has no simulator")
+
 // openBackend opens the driver the configuration selects. With enable set,
 // a simulated hypervisor that is not enabled yet is enabled with the
 // board's system configuration (real hardware is enabled by the operator);
 // `delete` opens without enabling, since a disabled hypervisor has no cells
 // left to destroy.
-func openBackend(ctx context.Context, cfg config.Config, enable bool) (*backend, error) {
+func openBackend(ctx context.Context, cfg config.Config, openSim SimulatorOpener, enable bool) (*backend, error) {
 	board, err := partition.LoadBoard(cfg.Board)
 	if err != nil {
 		return nil, fmt.Errorf("board %q from %s: %w", cfg.Board, cfg.Source, err)
@@ -61,7 +69,11 @@ func openBackend(ctx context.Context, cfg config.Config, enable bool) (*backend,
 			}
 		}
 	case config.BackendSim:
-		drv, err := sim.Open(cfg.SimDir, sim.Options{})
+		if openSim == nil {
+			return nil, fmt.Errorf("open the simulator at sim_dir %q (from %s): %w: %w",
+				cfg.SimDir, cfg.Source, errNoSimulator, errdefs.ErrFailedPrecondition)
+		}
+		drv, err := openSim(cfg.SimDir)
 		if err != nil {
 			return nil, fmt.Errorf("open the simulator at sim_dir %q (from %s): %w", cfg.SimDir, cfg.Source, err)
 		}

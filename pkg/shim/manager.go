@@ -46,6 +46,10 @@ const RuntimeName = "io.containerd.runphi.v2"
 type Info struct {
 	Version  string
 	Revision string
+	// OpenSimulator opens backend = "sim". The shim leaves the choice of
+	// implementations to the binary (cmd/internal/backend); nil makes
+	// that backend fail with FailedPrecondition.
+	OpenSimulator SimulatorOpener
 }
 
 // maxSocketPath is the longest unix socket path Linux accepts: sun_path has
@@ -452,7 +456,7 @@ func (m *manager) delete(ctx context.Context) error {
 		// delete would leave its bundle behind ("mkdir bundle: file
 		// exists" on the next run with the id). The cell is left orphaned
 		// in the ledger instead (destroyRecorded).
-		destroyRecorded(ctx, st, destroyTimeout)
+		destroyRecorded(ctx, st, m.build.OpenSimulator, destroyTimeout)
 		if st.Mounted && st.Rootfs != "" {
 			if err := unmountRootfs(st.Rootfs); err != nil {
 				errs = append(errs, err)
@@ -494,9 +498,9 @@ const destroyTimeout = 3 * time.Second
 // entry is marked orphaned: it keeps the cell's resources taken, frees the
 // container id, and later allocations destroy the cell once they can. That
 // is logged as an error, which containerd shows as a warning.
-func destroyRecorded(ctx context.Context, st *taskstate.State, timeout time.Duration) {
+func destroyRecorded(ctx context.Context, st *taskstate.State, openSim SimulatorOpener, timeout time.Duration) {
 	logger := log.G(ctx)
-	be, err := openBackend(ctx, st.Config, false)
+	be, err := openBackend(ctx, st.Config, openSim, false)
 	if err != nil {
 		logger.WithError(err).Error("PARTITION LEAKED: cannot reopen the backend of the task; its cell and ledger entry stay")
 		return

@@ -29,7 +29,7 @@ const shimBinaryEnv = "RUNPHI_SHIM_TEST_BINARY"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(shimBinaryEnv) == "1" {
-		os.Exit(Run(context.Background(), os.Args, Info{Version: "test-version", Revision: "test-revision"}))
+		os.Exit(Run(context.Background(), os.Args, Info{Version: "test-version", Revision: "test-revision", OpenSimulator: openSimulator}))
 	}
 	os.Exit(m.Run())
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/runphi/runphi/pkg/config"
+	"github.com/runphi/runphi/pkg/jailhouse"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/partition"
 	"github.com/runphi/runphi/pkg/taskstate"
@@ -26,6 +27,10 @@ import (
 // The reliability behaviour of issue 7 (docs/reliability.md): rollback of
 // every failed Create, RPCs bounded while the hypervisor is wedged, and the
 // cleanup of a dead shim whose cell cannot be destroyed.
+
+// openSimulator is what cmd/internal/backend gives the binary; tests may
+// import the simulator themselves.
+func openSimulator(dir string) (jailhouse.Driver, error) { return sim.Open(dir, sim.Options{}) }
 
 // sim opens the host's simulator, as a test hook in another process would.
 func (h *host) sim(t *testing.T) *sim.Driver {

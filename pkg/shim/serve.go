@@ -72,8 +72,9 @@ func (m *manager) serve(ctx context.Context) error {
 		Publisher: events,
 		Config:    config.LoadOptions{},
 		// containerd 1.6 turns codes it does not know into Unknown.
-		Containerd16: os.Getenv(grpcAddressEnv) == "",
-		CgroupV2:     hostCgroupV2(),
+		Containerd16:  os.Getenv(grpcAddressEnv) == "",
+		CgroupV2:      hostCgroupV2(),
+		OpenSimulator: m.build.OpenSimulator,
 	})
 	runc := newRuncTasks(ctx, m.namespace, events, nil)
 	tasks := newDispatcher(svc, runc)

@@ -41,6 +41,8 @@ type serviceOptions struct {
 	// KillTimeout and DeleteTimeout bound Kill and Delete of a partition
 	// (0: DefaultKillTimeout, DefaultDeleteTimeout).
 	KillTimeout, DeleteTimeout time.Duration
+	// OpenSimulator opens backend = "sim" (Info.OpenSimulator).
+	OpenSimulator SimulatorOpener
 }
 
 // Deadlines of the partition RPCs that wait for the hypervisor. A wedged
@@ -63,8 +65,9 @@ type service struct {
 	version   string
 	events    publisher
 	lookup    config.LoadOptions
-	legacy    bool          // the daemon is containerd 1.6 (see serviceOptions.Containerd16)
-	cgroupV2  bool          // Stats sends cgroup v2 Metrics
+	legacy    bool // the daemon is containerd 1.6 (see serviceOptions.Containerd16)
+	cgroupV2  bool // Stats sends cgroup v2 Metrics
+	openSim   SimulatorOpener
 	exit      chan struct{} // closed (once, under mu) when Shutdown lets the process end
 
 	killTimeout   time.Duration
@@ -92,6 +95,7 @@ func newService(ctx context.Context, opts serviceOptions) *service {
 		lookup:    opts.Config,
 		legacy:    opts.Containerd16,
 		cgroupV2:  opts.CgroupV2,
+		openSim:   opts.OpenSimulator,
 		exit:      make(chan struct{}),
 
 		killTimeout:   cmp.Or(opts.KillTimeout, DefaultKillTimeout),
@@ -152,7 +156,7 @@ func (s *service) backend(cfg config.Config) (*backend, error) {
 	if b, ok := s.backends[key]; ok {
 		return b, nil
 	}
-	b, err := openBackend(s.ctx, cfg, true)
+	b, err := openBackend(s.ctx, cfg, s.openSim, true)
 	if err != nil {
 		return nil, err
 	}

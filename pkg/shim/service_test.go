@@ -47,10 +47,11 @@ func newHost(t *testing.T) *host {
 	h.config = writeFile(t, filepath.Join(dir, "runphi.toml"),
 		"backend = \"sim\"\nsim_dir = \""+h.simDir+"\"\nstate_dir = \""+filepath.Join(dir, "state")+"\"\n")
 	h.svc = newService(context.Background(), serviceOptions{
-		Namespace: "default",
-		Pid:       4242,
-		Version:   "test",
-		Publisher: h.events,
+		Namespace:     "default",
+		Pid:           4242,
+		Version:       "test",
+		Publisher:     h.events,
+		OpenSimulator: openSimulator,
 		Config: config.LoadOptions{
 			Getenv:      func(string) string { return "" },
 			DefaultPath: h.config,
