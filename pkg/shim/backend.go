@@ -123,3 +123,24 @@ func configFileForHint(cfg config.Config) string {
 	}
 	return cfg.Source
 }
+
+// warmBackend opens the default configuration's backend while a new server
+// waits for its first request, so that the first partition's Create does
+// not pay for the board profile and the driver or simulator (the `prepare`
+// phase: 3–5 ms on the simulator, docs/performance.md). The bundle the
+// server was started for is its working directory; a container forced onto
+// runc by RuntimeAnnotation opens nothing. A failure is left for Create to
+// meet again and report: here it is only logged at debug level.
+func (s *service) warmBackend(bundle string) {
+	if spec, err := readSpec(bundle); err == nil && spec.Annotations[RuntimeAnnotation] == runtimeRunc {
+		return
+	}
+	cfg, err := loadConfig(nil, s.lookup)
+	if err != nil {
+		log.G(s.ctx).WithError(err).Debug("read the configuration ahead of the first task")
+		return
+	}
+	if _, err := s.backend(cfg); err != nil {
+		log.G(s.ctx).WithError(err).Debug("open the backend ahead of the first task")
+	}
+}

@@ -76,6 +76,7 @@ func (m *manager) serve(ctx context.Context) error {
 		CgroupV2:      hostCgroupV2(),
 		OpenSimulator: m.build.OpenSimulator,
 	})
+	go svc.warmBackend(cwd())
 	runc := newRuncTasks(ctx, m.namespace, events, nil)
 	tasks := newDispatcher(svc, runc)
 	server, err := ttrpc.NewServer()
