@@ -1,0 +1,56 @@
+package sim
+
+import (
+	"testing"
+)
+
+// idleHost is an enabled host with one cell whose scripted inmate printed
+// a line and now sleeps for an hour, and another cell running an opaque
+// payload: what a shim polls while its partitions print nothing.
+func idleHost(b testing.TB) *Driver {
+	d := enabled(b, Options{})
+	run(b, d, testCell(b, "c", []int{2}), "print started", "loop forever", "sleep 1h", "print tick", "end")
+	create(b, d, testCell(b, "opaque", []int{3}))
+	must(b, d.StartCell("opaque"))
+	return d
+}
+
+// BenchmarkIdleCellPoll is what caronte's watcher costs per look at a
+// partition whose inmate sleeps: one Driver.Cell.
+func BenchmarkIdleCellPoll(b *testing.B) {
+	d := idleHost(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.Cell("c"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIdleConsoleStatus is what an idle cell console reader costs per
+// poll: the look at the cell's status that lets a sleeping inmate run.
+func BenchmarkIdleConsoleStatus(b *testing.B) {
+	d := idleHost(b)
+	r, err := d.OpenCellConsole("c")
+	must(b, err)
+	defer r.Close()
+	con := r.(*cellConsole)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := con.cellStatus(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOpenExisting is sim.Open of a directory that already holds an
+// enabled host with two cells, as every shim after the first does.
+func BenchmarkOpenExisting(b *testing.B) {
+	d := idleHost(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Open(d.Dir(), Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
