@@ -12,10 +12,26 @@ import (
 	"github.com/containerd/log"
 )
 
-// chunkSize is how much the pump reads from the console, and writes to the
+// chunkSize is the most the pump reads from the console, and writes to the
 // FIFO, at a time. Together with the ring it bounds the pump's memory:
 // ConsoleBuffer + 2*chunkSize (3*chunkSize with a terminal's translation).
 const chunkSize = 128 << 10
+
+// firstChunk is the size the pump's buffers start at. Most consoles print a
+// line now and then, and every partition keeps its buffers for its whole
+// life: starting small keeps an idle partition's pump at a few KiB instead
+// of 256 KiB. A buffer doubles, up to chunkSize, each time a read or a take
+// fills it, so a flood reaches full-size chunks within a few reads.
+const firstChunk = 4 << 10
+
+// grown returns buf, or a buffer twice its size (at most chunkSize) when
+// the last use filled it.
+func grown(buf []byte, used int) []byte {
+	if used < len(buf) || len(buf) >= chunkSize {
+		return buf
+	}
+	return make([]byte, min(2*len(buf), chunkSize))
+}
 
 // closeWait bounds how long the pump waits for its reader goroutine to return
 // after closing the console stream.
@@ -88,11 +104,12 @@ func (p *pump) start() {
 
 func (p *pump) readLoop() {
 	defer close(p.readDone)
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, firstChunk)
 	for {
 		n, err := p.src.Read(buf)
 		if n > 0 {
 			p.push(buf[:n])
+			buf = grown(buf, n)
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) && !errors.Is(err, os.ErrClosed) {
@@ -178,8 +195,9 @@ func (p *pump) takeLocked(buf []byte) []byte {
 
 func (p *pump) writeLoop() {
 	defer close(p.writeDone)
-	// Room for a full chunk of data plus a marker.
-	buf := make([]byte, 0, chunkSize+128)
+	// Room for a chunk of data plus a marker.
+	const markerRoom = 128
+	buf := make([]byte, 0, firstChunk+markerRoom)
 	var tbuf []byte // terminal translation of buf
 	for {
 		p.mu.Lock()
@@ -191,6 +209,11 @@ func (p *pump) writeLoop() {
 			return // flushing and empty
 		}
 		out := p.takeLocked(buf)
+		if len(out) == cap(buf) && cap(buf) < chunkSize+markerRoom {
+			// A full take: more is waiting, take bigger chunks. out
+			// keeps the old array until it is written.
+			buf = make([]byte, 0, min(2*(cap(buf)-markerRoom), chunkSize)+markerRoom)
+		}
 		p.writing, p.writeAt = true, time.Now()
 		p.cond.Broadcast() // room in the ring
 		p.mu.Unlock()

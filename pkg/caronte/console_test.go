@@ -502,3 +502,49 @@ func TestDropMarkerOnItsOwnLine(t *testing.T) {
 		})
 	}
 }
+
+// sizeRecorder is a console that always has more output than asked for and
+// records how much each Read asked for.
+type sizeRecorder struct {
+	sizes chan int
+}
+
+func (r *sizeRecorder) Read(p []byte) (int, error) {
+	if len(r.sizes) == cap(r.sizes) {
+		return 0, io.EOF
+	}
+	r.sizes <- len(p)
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}
+
+func (r *sizeRecorder) Close() error { return nil }
+
+// An idle partition keeps its pump for its whole life, so the pump starts
+// with small buffers; a flood grows its reads to full chunks within a few
+// reads (the console throughput depends on that), and no further.
+func TestPumpReadsGrowUnderAFlood(t *testing.T) {
+	src := &sizeRecorder{sizes: make(chan int, 12)}
+	p := newPump(src, nil, 1<<20, time.Second, false, nil)
+	p.start()
+	<-p.readDone
+	close(src.sizes)
+	var sizes []int
+	for n := range src.sizes {
+		sizes = append(sizes, n)
+	}
+	if sizes[0] != firstChunk {
+		t.Errorf("first read asked for %d bytes, want %d (small while idle)", sizes[0], firstChunk)
+	}
+	for i := 1; i < len(sizes); i++ {
+		want := min(2*sizes[i-1], chunkSize)
+		if sizes[i] != want {
+			t.Fatalf("read sizes %v: read %d asked for %d, want %d", sizes, i, sizes[i], want)
+		}
+	}
+	if last := sizes[len(sizes)-1]; last != chunkSize {
+		t.Errorf("read sizes %v never reached chunkSize %d", sizes, chunkSize)
+	}
+}

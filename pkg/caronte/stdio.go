@@ -114,7 +114,7 @@ func growPipe(f *os.File) {
 // console input (an output-only console, or none) stdin is read and
 // thrown away, so a client writing to it never blocks; that is logged once.
 func copyStdin(in *os.File, console io.Writer, l *log.Entry) {
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, firstChunk)
 	warned := false
 	for {
 		n, err := in.Read(buf)
@@ -129,6 +129,7 @@ func copyStdin(in *os.File, console io.Writer, l *log.Entry) {
 				console = nil
 				warned = true
 			}
+			buf = grown(buf, n)
 		}
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
