@@ -42,6 +42,8 @@ type results struct {
 	apiPart, apiRunc     samples // ms, container + snapshot + task create + start
 	criPart, criRunc     samples // ms, crictl run (RunPodSandbox + CreateContainer + StartContainer)
 	criSkipped           string
+	// ms per CRI step, each its own crictl: runp, create, start
+	criStepsPart, criStepsRunc [3]samples
 	execPart, execRunc   samples // ms, <shim> -v: exec and init of the shim binary
 	sizePart, sizeRunc   int64   // bytes of each shim binary
 	runcShim, runphiShim string  // the shim binaries measured
@@ -328,6 +330,46 @@ func (b *bench) criStart() error {
 			b.res.criRunc = append(b.res.criRunc, ms(took[1]))
 			b.logf("P1 CRI round %d: runphi pod %.1f ms, runc pod %.1f ms", i, ms(took[0]), ms(took[1]))
 		}
+	}
+	// The same, one crictl per step, to see which step differs: the sandbox
+	// (a runc pause container on both sides) or the container's start.
+	for i := -b.warmup; i < b.n; i++ {
+		b.load.sample()
+		for k, side := range []struct{ handler, cfg string }{{"runphi", partCfg}, {"runc", runcCfg}} {
+			p, err := pod(fmt.Sprintf("%s-step-%d", side.handler, i+b.warmup))
+			if err != nil {
+				return err
+			}
+			var took [3]time.Duration
+			t0 := time.Now()
+			out, err := b.d.crictl(60*time.Second, "runp", "--runtime", side.handler, p)
+			if err != nil {
+				return err
+			}
+			took[0] = time.Since(t0)
+			podID := strings.TrimSpace(out)
+			t0 = time.Now()
+			out, err = b.d.crictl(60*time.Second, "create", "--no-pull", podID, side.cfg, p)
+			if err != nil {
+				return err
+			}
+			took[1] = time.Since(t0)
+			t0 = time.Now()
+			if _, err := b.d.crictl(60*time.Second, "start", strings.TrimSpace(out)); err != nil {
+				return err
+			}
+			took[2] = time.Since(t0)
+			if i >= 0 {
+				steps := &b.res.criStepsPart
+				if k == 1 {
+					steps = &b.res.criStepsRunc
+				}
+				for j := range took {
+					steps[j] = append(steps[j], ms(took[j]))
+				}
+			}
+		}
+		b.d.removePods()
 	}
 	return nil
 }

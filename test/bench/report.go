@@ -139,6 +139,11 @@ func render(r *results, m machine) string {
 	} else if r.criSkipped != "" {
 		p("| CRI | skipped: %s | | |", r.criSkipped)
 	}
+	for j, step := range []string{"RunPodSandbox (`crictl runp`: the pause container on runc, both sides)", "CreateContainer (`crictl create`)", "StartContainer (`crictl start`: the partition or busybox starts)"} {
+		if len(r.criStepsPart[j]) > 0 {
+			p("| CRI, one crictl per step: %s, ms | %s | %s | %s |", step, r.criStepsPart[j].cell("%.1f"), r.criStepsRunc[j].cell("%.1f"), ratio(r.criStepsPart[j].median(), r.criStepsRunc[j].median()))
+		}
+	}
 	if len(r.execPart) > 0 {
 		p("| the shim binary's `-v` (exec + init), ms | %s | %s | %s |", r.execPart.cell("%.1f"), r.execRunc.cell("%.1f"), ratio(r.execPart.median(), r.execRunc.median()))
 		p("| shim binary size | %.1f MB | %.1f MB | |", float64(r.sizePart)/1e6, float64(r.sizeRunc)/1e6)
