@@ -23,8 +23,22 @@ import (
 const (
 	// consolePoll is the driver's HZ/10 wait of a blocking console read.
 	consolePoll = 100 * time.Millisecond
-	// cellConsolePoll is how often a cell console reader looks for output.
+	// cellConsolePoll is how often a cell console reader waiting for
+	// output runs a transaction when nothing tells it when to: its inmate
+	// waits for its console (room for output, input), or the Driver has no
+	// generation file. It is also how often a reader re-reads a clock that
+	// is not time.Now (Options.Now: a fake clock moves without waking
+	// anyone), and how often a blocked Write looks again.
 	cellConsolePoll = 20 * time.Millisecond
+	// cellConsoleGap is the least time between two transactions of a
+	// waiting reader woken by changes to the host, so that other
+	// partitions' busy inmates do not make every idle reader run a
+	// transaction at their pace. A destroyed cell's console ends within it.
+	cellConsoleGap = 2 * time.Millisecond
+	// cellConsoleMaxWait bounds a waiting reader's sleep while nothing is
+	// due: the safety net for a wake it cannot get (a writer that could
+	// not map the generation file unlinks it instead, and wakes nobody).
+	cellConsoleMaxWait = time.Second
 )
 
 // OpenConsole opens the hypervisor console ring with the read semantics of
@@ -42,9 +56,16 @@ type hvConsole struct {
 	d      *Driver
 	follow bool
 
-	mu     sync.Mutex // serialises reads; guards head and lastID
+	mu     sync.Mutex // serialises reads; guards the fields below
 	head   uint32     // the driver's console_state.head
 	lastID uint32     // console_state.last_console_id
+	// idle remembers the last transaction that found nothing to read:
+	// while the reader is where it was then and the mark is quiet, a
+	// transaction would find nothing again (idleErrno, as then).
+	idle      pollMark
+	idleHead  uint32
+	idleLast  uint32
+	idleErrno unix.Errno
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -62,27 +83,38 @@ func (r *hvConsole) Read(p []byte) (int, error) {
 		var data []byte
 		var missed uint32
 		var errno unix.Errno
-		err := r.d.update(func(t *tx) error {
-			s := t.s
-			if s.LastConsole.Valid && s.LastConsole.ID != r.lastID {
-				data, missed = s.LastConsole.Page.dumpDelta(r.head)
-				if len(data) == 0 {
-					r.lastID = s.LastConsole.ID
+		head, lastID := r.head, r.lastID
+		if head == r.idleHead && lastID == r.idleLast && r.d.quiet(r.idle) {
+			errno = r.idleErrno
+		} else {
+			mark, err := r.d.updateMark(func(t *tx) error {
+				s := t.s
+				if s.LastConsole.Valid && s.LastConsole.ID != r.lastID {
+					data, missed = s.LastConsole.Page.dumpDelta(r.head)
+					if len(data) == 0 {
+						r.lastID = s.LastConsole.ID
+					}
+					return nil
+				}
+				switch {
+				case !s.Enabled:
+					errno = unix.EAGAIN
+				case !s.ConsoleAvailable:
+					errno = unix.EPERM
+				case s.Ring.Tail != r.head:
+					data, missed = s.Ring.dumpDelta(r.head)
 				}
 				return nil
+			}, nil)
+			if err != nil {
+				return 0, err
 			}
-			switch {
-			case !s.Enabled:
-				errno = unix.EAGAIN
-			case !s.ConsoleAvailable:
-				errno = unix.EPERM
-			case s.Ring.Tail != r.head:
-				data, missed = s.Ring.dumpDelta(r.head)
+			r.idle = pollMark{}
+			if len(data) == 0 && r.lastID == lastID {
+				// Found nothing and moved nothing: the same look
+				// finds the same while the mark is quiet.
+				r.idle, r.idleHead, r.idleLast, r.idleErrno = mark, head, lastID, errno
 			}
-			return nil
-		}, nil)
-		if err != nil {
-			return 0, err
 		}
 		if (len(data) == 0 || errno == unix.EAGAIN) && !r.follow {
 			if errno != 0 {
@@ -128,7 +160,7 @@ func (r *hvConsole) Close() error {
 // section is marked ready, so the inmate waits for it instead of dropping
 // output.
 //
-// Reads block (polling every 20 ms) until output arrives, and return
+// Reads block until output arrives, and return
 // io.EOF once everything has been read and the cell is gone, or has run
 // and reached a terminal state (shut down, failed); and after Close. A
 // cell that was never started is not at its end. Output the inmate had to
@@ -195,6 +227,14 @@ type cellConsole struct {
 	wmu  sync.Mutex // serialises writes; guards tail
 	tail uint32     // bytes written into the root's ring
 
+	smu sync.Mutex // guards the last status, below
+	// status is what the last status transaction saw, taken at
+	// statusAt (real time); statusOK says there is one.
+	status                  pollMark
+	statusGone, statusEnded bool
+	statusAt                time.Time
+	statusOK                bool
+
 	closeOnce sync.Once
 	closed    chan struct{}
 }
@@ -202,9 +242,22 @@ type cellConsole struct {
 var _ io.ReadWriteCloser = (*cellConsole)(nil)
 
 // cellStatus runs a transaction, which advances the inmates, and reports
-// whether the cell is gone or has run and stopped.
+// whether the cell is gone or has run and stopped. It answers from memory
+// when that transaction would change nothing (poll.go).
 func (r *cellConsole) cellStatus() (gone, ended bool, err error) {
-	err = r.d.update(func(t *tx) error {
+	return r.lookAtCell(false)
+}
+
+// lookAtCell is cellStatus. waiting says the caller is a reader waiting
+// for output after its first look: it also answers from memory while
+// waitLeft says its next transaction is not due.
+func (r *cellConsole) lookAtCell(waiting bool) (gone, ended bool, err error) {
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	if r.statusOK && (r.d.quiet(r.status) || waiting && r.waitLeft() > 0) {
+		return r.statusGone, r.statusEnded, nil
+	}
+	mark, err := r.d.updateMark(func(t *tx) error {
 		c := t.s.cellBySerial(r.serial)
 		if c == nil {
 			gone = true
@@ -214,7 +267,72 @@ func (r *cellConsole) cellStatus() (gone, ended bool, err error) {
 		t.markCon(c)
 		return nil
 	}, nil)
-	return gone, ended, err
+	if err != nil {
+		r.statusOK = false
+		return false, false, err
+	}
+	r.status, r.statusGone, r.statusEnded, r.statusAt, r.statusOK = mark, gone, ended, time.Now(), true
+	return gone, ended, nil
+}
+
+// waitLeft is how long a reader waiting for output has until its next
+// transaction is due, after the last one (status, taken at statusAt):
+//
+//   - the host changed: one transaction per cellConsoleGap;
+//   - its inmate waits for its console, or there is no generation file:
+//     one per cellConsolePoll, as always;
+//   - else (only time makes the inmate act): when its sleep ends, looking
+//     at a clock other than time.Now every cellConsolePoll, and at most
+//     cellConsoleMaxWait.
+//
+// r.smu is held.
+func (r *cellConsole) waitLeft() time.Duration {
+	if !r.statusOK {
+		return 0
+	}
+	m := r.status
+	since := time.Since(r.statusAt)
+	switch {
+	case m.g == nil:
+		return cellConsolePoll - since
+	case !r.d.unchanged(m):
+		return cellConsoleGap - since
+	case !m.timed:
+		return cellConsolePoll - since
+	}
+	left := time.Duration(m.wake - r.d.now().UnixNano())
+	if !r.d.realClock {
+		left = min(left, cellConsolePoll)
+	}
+	return min(left, cellConsoleMaxWait)
+}
+
+// wait sleeps until the reader's next transaction is due (waitLeft) or the
+// host changes, whichever is first, and reports false if the console was
+// closed meanwhile. seq is g's futex word, read before the reader last
+// looked at its link.
+func (r *cellConsole) wait(g *genMap, seq uint32) bool {
+	r.smu.Lock()
+	left := r.waitLeft()
+	r.smu.Unlock()
+	if left > 0 {
+		if g != nil {
+			g.sleep(seq, left) // Close nudges it
+		} else {
+			t := time.NewTimer(left)
+			select {
+			case <-r.closed:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	select {
+	case <-r.closed:
+		return false
+	default:
+		return true
+	}
 }
 
 func (r *cellConsole) Read(p []byte) (int, error) {
@@ -225,6 +343,13 @@ func (r *cellConsole) Read(p []byte) (int, error) {
 	}
 	polled := false
 	for {
+		// The futex word before anything is looked at: whatever
+		// changes after this ends the wait below at once.
+		var seq uint32
+		g := r.d.gen.Load()
+		if g != nil {
+			seq = g.seq()
+		}
 		select {
 		case <-r.closed:
 			return 0, io.EOF
@@ -249,16 +374,13 @@ func (r *cellConsole) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		}
-		if polled {
-			select {
-			case <-r.closed:
-				return 0, io.EOF
-			case <-time.After(cellConsolePoll):
-			}
+		if polled && !r.wait(g, seq) {
+			return 0, io.EOF
 		}
 		// Nothing to read: let the simulated inmate run (it only runs in
-		// transactions), then look again before waiting.
-		gone, ended, err := r.cellStatus()
+		// transactions, which lookAtCell runs when that can change
+		// anything), then look again before waiting.
+		gone, ended, err := r.lookAtCell(polled)
 		if err != nil {
 			return 0, err
 		}
@@ -327,6 +449,11 @@ func (r *cellConsole) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		close(r.closed)
+		// Wake a Read sleeping on the generation file (and every
+		// other waiter of the host, which look and sleep again).
+		if g := r.d.gen.Load(); g != nil {
+			g.nudge()
+		}
 		// Reads and writes in progress use the file; wait for them to
 		// notice closed.
 		r.rmu.Lock()

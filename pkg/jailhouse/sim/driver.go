@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,14 +53,26 @@ const (
 )
 
 // Driver is a simulated jailhouse.ko with its hypervisor. All its state is
-// on disk under one directory; a Driver holds only the directory and its
-// options, so it is safe for concurrent use, and several Drivers in several
-// processes on one directory see one simulated host.
+// on disk under one directory; a Driver holds the directory, its options,
+// its mapping of the directory's generation file and the answers of its
+// last polls (poll.go). It is safe for concurrent use, and several Drivers
+// in several processes on one directory see one simulated host. A Driver
+// needs no Close: the mapping is released when the Driver is garbage or the
+// process exits.
 type Driver struct {
 	dir          string
 	sysfs        string
 	now          func() time.Time
+	realClock    bool // now is time.Now: a wait for a time can sleep until it
 	replyTimeout time.Duration
+
+	// gen is the mapping of the generation file; nil when it could not
+	// be mapped, and then every poll runs a transaction.
+	gen   atomic.Pointer[genMap]
+	polls pollCache
+	// txs counts the transactions this Driver ran, for tests that check
+	// that a poll did not run one.
+	txs atomic.Uint64
 }
 
 var (
@@ -90,7 +103,7 @@ func Open(dir string, opts Options) (*Driver, error) {
 		replyTimeout: opts.ReplyTimeout,
 	}
 	if d.now == nil {
-		d.now = time.Now
+		d.now, d.realClock = time.Now, true
 	}
 	if d.replyTimeout <= 0 {
 		d.replyTimeout = defaultReplyTimeout
@@ -107,6 +120,12 @@ func Open(dir string, opts Options) (*Driver, error) {
 		return nil, fmt.Errorf("open simulator: %w", err)
 	}
 	defer unlock()
+	// Without a mapping the Driver still works, running a transaction
+	// for every poll.
+	g, _, gerr := mapGen(abs, true)
+	if gerr == nil {
+		d.gen.Store(g)
+	}
 	s, _, err := d.readState()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -133,12 +152,16 @@ func Open(dir string, opts Options) (*Driver, error) {
 			s.NrCPUIDsFixed = true
 		}
 	}
+	d.announce(g)
 	if _, err := d.writeState(s); err != nil {
 		return nil, fmt.Errorf("open simulator: %w", err)
 	}
 	// Render even when nothing changed: the tree may have been removed.
 	if err := d.render(s); err != nil {
 		return nil, fmt.Errorf("open simulator: %w", err)
+	}
+	if g != nil {
+		g.setRendered()
 	}
 	return d, nil
 }
@@ -737,33 +760,51 @@ func (t *tx) takeInjected(req, cell string) error {
 
 // Enabled reports the simulated /sys/devices/jailhouse/enabled.
 func (d *Driver) Enabled() (bool, error) {
+	if a := d.polls.getEnabled(); d.quiet(a.mark) {
+		return a.enabled, nil
+	}
 	var enabled bool
-	err := d.update(nil, func() error {
+	mark, err := d.updateMark(nil, func() error {
 		var err error
 		enabled, err = jailhouse.ReadEnabled(d.sysfs)
 		return err
 	})
+	if err == nil {
+		d.polls.putEnabled(enabledAnswer{mark: mark, enabled: enabled})
+	}
 	return enabled, err
 }
 
 // Cells lists the cells in the simulated sysfs, root cell included.
 func (d *Driver) Cells() ([]jailhouse.CellInfo, error) {
+	if a := d.polls.getList(); d.quiet(a.mark) {
+		return cloneInfos(a.cells), nil
+	}
 	var cells []jailhouse.CellInfo
-	err := d.update(nil, func() error {
+	mark, err := d.updateMark(nil, func() error {
 		var err error
 		cells, err = jailhouse.ReadCells(d.sysfs)
 		return err
 	})
+	if err == nil {
+		d.polls.putList(listAnswer{mark: mark, cells: cloneInfos(cells)})
+	}
 	return cells, err
 }
 
 // Cell returns the simulated sysfs view of one cell.
 func (d *Driver) Cell(name string) (jailhouse.CellInfo, error) {
+	if a, ok := d.polls.cell(name); ok && d.quiet(a.mark) {
+		return cloneInfo(a.info), a.err
+	}
 	var info jailhouse.CellInfo
-	err := d.update(nil, func() error {
+	mark, err := d.updateMark(nil, func() error {
 		var err error
 		info, err = jailhouse.ReadCell(d.sysfs, name)
 		return err
 	})
+	if err == nil || errors.Is(err, jailhouse.ErrCellNotFound) {
+		d.polls.putCell(name, cellAnswer{mark: mark, info: cloneInfo(info), err: err})
+	}
 	return info, err
 }

@@ -6,7 +6,9 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -304,6 +306,33 @@ func (t *tx) advance() {
 			c.Program = nil
 		}
 	}
+}
+
+// quietUntil reports until when advance would do nothing: given that the
+// inmates were last advanced to now, an advance at any time before until
+// (Unix nanoseconds) leaves the state as it is. timed is false when some
+// inmate may act sooner than a clock can say (it is due, or waits for its
+// console) or advance would change the state anyway; until is
+// math.MaxInt64 when no inmate will ever run again by itself.
+func (s *hostState) quietUntil(now time.Time) (until int64, timed bool) {
+	until = math.MaxInt64
+	if !s.Enabled {
+		return until, true // advance runs nothing
+	}
+	for _, c := range s.Cells {
+		if c.Program == nil {
+			continue
+		}
+		if c.State != jailhouse.StateRunning && c.State != jailhouse.StateRunningLocked {
+			return 0, false // advance would drop the program
+		}
+		at, ok := c.Program.wake(now)
+		if !ok {
+			return 0, false
+		}
+		until = min(until, at)
+	}
+	return until, true
 }
 
 // cellInmate lets a program act on its cell.

@@ -231,6 +231,20 @@ type program struct {
 // bare-metal inmate that returned into a halt loop would.
 func (p *program) done() bool { return p.PC >= len(p.Ops) }
 
+// wake returns when run, called at any time after now, would next execute
+// an instruction (Unix nanoseconds), and whether time is all it waits for.
+// A program whose next instruction is due at now or earlier (behind its
+// schedule, or retrying: output the console did not take, input that has
+// not come, both of which set At to the time of the last try) is not
+// timed, nor is one that is done: only running it tells what it does. now
+// is the time the program was last run at.
+func (p *program) wake(now time.Time) (at int64, timed bool) {
+	if p.done() || p.Out != "" || p.At <= now.UnixNano() {
+		return 0, false
+	}
+	return p.At, true
+}
+
 // inmate is what a running program acts on: the cell, seen from inside.
 type inmate interface {
 	// write puts console output out and returns how much the console

@@ -4,9 +4,11 @@ package sim
 // directory. Every access is a transaction: take the flock on the lock file,
 // read the state, advance the scripted inmates to now, apply the change,
 // write the state back (temp file + rename) and re-render the sysfs tree.
-// Nothing is kept in a Driver's memory between transactions, so any number
-// of processes can share one simulated host and any of them may die at any
-// time.
+// The state is never kept in a Driver's memory between transactions, so any
+// number of processes can share one simulated host and any of them may die
+// at any time. What a Driver does remember is the answers of its last polls,
+// each with the generation it was read at (gen.go, poll.go), so that it can
+// tell when a transaction would give the same answer again.
 
 import (
 	"bytes"
@@ -328,6 +330,13 @@ type tx struct {
 	conDirty map[uint64]conInmate
 	// dmesg collects driver log lines.
 	dmesg []string
+	// gen is the generation file mapping the commit increments; nil when
+	// the Driver has none (it then unlinks the file instead).
+	gen *genMap
+	// rerender says the sysfs tree cannot be trusted to match the state
+	// read (a writer died before finishing it, or the generation file is
+	// new): the commit renders it whole.
+	rerender bool
 }
 
 // segment is a piece of a cell's console link at a file offset.
@@ -343,16 +352,28 @@ type segment struct {
 // before a bad one, console messages). after, if not nil, runs after the
 // render while the lock is still held: readers of the sysfs tree use it.
 func (d *Driver) update(fn func(t *tx) error, after func() error) error {
+	_, err := d.updateMark(fn, after)
+	return err
+}
+
+// updateMark is update that also returns, when it succeeds, the mark a
+// poll keeps with its answer (poll.go): the generation after the commit and
+// when the next inmate is due, both taken under the lock.
+func (d *Driver) updateMark(fn func(t *tx) error, after func() error) (pollMark, error) {
 	unlock, err := flock(filepath.Join(d.dir, lockFile))
 	if err != nil {
-		return err
+		return pollMark{}, err
 	}
 	defer unlock()
+	d.txs.Add(1)
 	s, raw, err := d.readState()
 	if err != nil {
-		return err
+		return pollMark{}, err
 	}
 	t := &tx{d: d, s: s, now: d.now()}
+	var fresh bool
+	t.gen, fresh = d.genForTx()
+	t.rerender = fresh || (t.gen != nil && t.gen.rendered() != t.gen.load())
 	t.advance()
 	var ferr error
 	if fn != nil {
@@ -360,21 +381,47 @@ func (d *Driver) update(fn func(t *tx) error, after func() error) error {
 		t.advance()
 	}
 	if err := t.commit(raw); err != nil {
-		return errors.Join(ferr, err)
+		return pollMark{}, errors.Join(ferr, err)
 	}
 	if ferr != nil {
-		return ferr
+		return pollMark{}, ferr
 	}
 	if after != nil {
-		return after()
+		// The mark holds even when after fails: it says what the
+		// transaction saw, and some failures are answers (a cell that
+		// does not exist).
+		return t.mark(), after()
 	}
-	return nil
+	return t.mark(), nil
+}
+
+// mark is what this transaction leaves a poll to remember. The caller
+// holds the lock, so the generation is the one the commit left.
+func (t *tx) mark() pollMark {
+	if t.gen == nil {
+		return pollMark{}
+	}
+	wake, timed := t.s.quietUntil(t.now)
+	return pollMark{g: t.gen, gen: t.gen.load(), timed: timed, wake: wake}
 }
 
 // commit writes what the transaction changed: console ring bytes first,
 // then the state that counts them, then the console indices that publish
-// them, then the sysfs tree.
+// them, then the sysfs tree. Before the first write it increments the
+// generation, so that every Driver's remembered answers are void even if
+// this process dies half way; a commit that writes nothing leaves it.
+// Publishing the inmate's console indices again (markCon on a state that
+// did not change) rewrites what the link should already hold and counts
+// as nothing.
 func (t *tx) commit(old []byte) error {
+	raw, err := json.Marshal(t.s)
+	if err != nil {
+		return fmt.Errorf("encode simulator state: %w", err)
+	}
+	changed := !bytes.Equal(raw, old)
+	if changed || t.rerender || len(t.created) > 0 || len(t.out) > 0 || len(t.dmesg) > 0 || len(t.gone) > 0 {
+		t.d.announce(t.gen)
+	}
 	for _, serial := range t.created {
 		if err := t.d.initConsole(serial); err != nil {
 			return err
@@ -390,11 +437,7 @@ func (t *tx) commit(old []byte) error {
 			return err
 		}
 	}
-	raw, err := json.Marshal(t.s)
-	if err != nil {
-		return fmt.Errorf("encode simulator state: %w", err)
-	}
-	if !bytes.Equal(raw, old) {
+	if changed {
 		if err := t.d.writeFileAtomic(filepath.Join(t.d.dir, stateFile), raw, 0o600); err != nil {
 			return err
 		}
@@ -408,14 +451,37 @@ func (t *tx) commit(old []byte) error {
 		// Readers that have the link open keep reading it.
 		os.Remove(t.d.conPath(serial))
 	}
-	if bytes.Equal(raw, old) {
-		return nil
+	switch {
+	case t.rerender:
+		err = t.d.render(t.s)
+	case changed:
+		var prev hostState
+		if json.Unmarshal(old, &prev) != nil {
+			err = t.d.render(t.s)
+		} else {
+			err = t.d.renderDelta(&prev, t.s)
+		}
+	default:
+		return nil // the tree is as the last commit left it
 	}
-	var prev hostState
-	if err := json.Unmarshal(old, &prev); err != nil {
-		return t.d.render(t.s)
+	if err != nil {
+		return err
 	}
-	return t.d.renderDelta(&prev, t.s)
+	if t.gen != nil {
+		t.gen.setRendered()
+	}
+	return nil
+}
+
+// announce is done under the state lock before a change is written:
+// increment the generation, or without a mapping unlink the file
+// (invalidate).
+func (d *Driver) announce(g *genMap) {
+	if g != nil {
+		g.bump()
+	} else {
+		d.invalidate()
+	}
 }
 
 // writeConsole writes data at the file offset off of a cell's console
