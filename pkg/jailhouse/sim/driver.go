@@ -82,7 +82,9 @@ var (
 
 // Open opens the simulated host whose state lives under dir, creating it
 // (mode 0700, Jailhouse loaded but not enabled) if needed. The sysfs tree
-// is rendered under SysfsRoot.
+// is rendered under SysfsRoot. Opening a host that exists writes nothing
+// unless the options change it, or the sysfs tree is missing or was left
+// half rendered by a process that died.
 func Open(dir string, opts Options) (*Driver, error) {
 	if dir == "" {
 		return nil, errors.New("open simulator: empty state directory")
@@ -122,11 +124,12 @@ func Open(dir string, opts Options) (*Driver, error) {
 	defer unlock()
 	// Without a mapping the Driver still works, running a transaction
 	// for every poll.
-	g, _, gerr := mapGen(abs, true)
+	g, genFresh, gerr := mapGen(abs, true)
 	if gerr == nil {
 		d.gen.Store(g)
 	}
 	s, _, err := d.readState()
+	changed := false
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		s = &hostState{Version: stateVersion, Arch: jailhouse.ArchARM64}
@@ -136,6 +139,7 @@ func Open(dir string, opts Options) (*Driver, error) {
 		if opts.NrCPUIDs > 0 {
 			s.NrCPUIDs, s.NrCPUIDsFixed = opts.NrCPUIDs, true
 		}
+		changed = true
 	case err != nil:
 		return nil, fmt.Errorf("open simulator: %w", err)
 	default:
@@ -147,16 +151,27 @@ func Open(dir string, opts Options) (*Driver, error) {
 				return nil, fmt.Errorf("open simulator: %s has nr_cpu_ids %d, not %d", abs, s.NrCPUIDs, opts.NrCPUIDs)
 			}
 			s.NrCPUIDs = opts.NrCPUIDs
+			changed = true
 		}
-		if opts.NrCPUIDs > 0 {
+		if opts.NrCPUIDs > 0 && !s.NrCPUIDsFixed {
 			s.NrCPUIDsFixed = true
+			changed = true
 		}
+	}
+	// The tree needs rendering when the state changes, when it is gone,
+	// or when nothing vouches for it: no mapping, a new generation file
+	// (a directory of an older simulator), or a writer that died before
+	// finishing it (rendered behind the generation).
+	needRender := changed || g == nil || genFresh || g.rendered() != g.load() || !d.treeRendered(s)
+	if !needRender {
+		return d, nil
 	}
 	d.announce(g)
-	if _, err := d.writeState(s); err != nil {
-		return nil, fmt.Errorf("open simulator: %w", err)
+	if changed {
+		if _, err := d.writeState(s); err != nil {
+			return nil, fmt.Errorf("open simulator: %w", err)
+		}
 	}
-	// Render even when nothing changed: the tree may have been removed.
 	if err := d.render(s); err != nil {
 		return nil, fmt.Errorf("open simulator: %w", err)
 	}

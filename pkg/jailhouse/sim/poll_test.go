@@ -412,6 +412,71 @@ func TestHypervisorConsoleReadSkipsIdleTransactions(t *testing.T) {
 	}
 }
 
+func TestOpenExistingWritesNothing(t *testing.T) {
+	d := idleHost(t)
+	files := []string{
+		filepath.Join(d.Dir(), stateFile),
+		filepath.Join(d.SysfsRoot(), "enabled"),
+		filepath.Join(d.SysfsRoot(), "cells", "1", "state"),
+	}
+	stat := func() []os.FileInfo {
+		var fis []os.FileInfo
+		for _, f := range files {
+			fi, err := os.Stat(f)
+			must(t, err)
+			fis = append(fis, fi)
+		}
+		return fis
+	}
+	before := stat()
+	if _, err := Open(d.Dir(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for i, fi := range stat() {
+		// Every write is a rename of a new file: the same file means
+		// no write.
+		if !os.SameFile(before[i], fi) {
+			t.Errorf("Open of an existing host replaced %s", files[i])
+		}
+	}
+}
+
+func TestOpenRendersWhatNothingVouchesFor(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, d *Driver)
+	}{
+		{"a writer died before rendering the tree", func(t *testing.T, d *Driver) {
+			crash(t, d, func(s *hostState) { s.cell("c").State = jailhouse.StateFailed })
+		}},
+		{"the directory has no generation file (an older simulator's)", func(t *testing.T, d *Driver) {
+			crash(t, d, func(s *hostState) { s.cell("c").State = jailhouse.StateFailed })
+			must(t, os.Remove(filepath.Join(d.Dir(), genFile)))
+		}},
+		{"a cell's directory is gone", func(t *testing.T, d *Driver) {
+			// The state says failed; remove the stale tree of
+			// the cell entirely.
+			crash(t, d, func(s *hostState) { s.cell("c").State = jailhouse.StateFailed })
+			d.gen.Load().setRendered()
+			must(t, os.RemoveAll(filepath.Join(d.SysfsRoot(), "cells", "1")))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := enabled(t, Options{})
+			create(t, d, testCell(t, "c", []int{2}))
+			tc.damage(t, d)
+			if _, err := Open(d.Dir(), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := jailhouse.ReadCell(d.SysfsRoot(), "c")
+			must(t, err)
+			if got.State != jailhouse.StateFailed {
+				t.Errorf("the tree after Open says %v, the state failed", got.State)
+			}
+		})
+	}
+}
+
 // BenchmarkCellConsoleEndAfterDestroy measures how long after a destroy
 // by another Driver a reader waiting on the cell's idle console gets
 // io.EOF: what P4's kill waits for (docs/performance.md).

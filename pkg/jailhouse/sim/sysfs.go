@@ -161,6 +161,26 @@ func (d *Driver) render(s *hostState) error {
 	return nil
 }
 
+// treeRendered is Open's cheap look at whether the tree was rendered at
+// all: the root's enabled file exists, and while enabled, every cell's
+// state file (root cell included). That the files hold what the state
+// says is vouched for by the generation file (gen.go), not checked here.
+func (d *Driver) treeRendered(s *hostState) bool {
+	paths := []string{"enabled"}
+	if s.Enabled {
+		paths = append(paths, filepath.Join("cells", "0", "state"))
+		for _, c := range s.Cells {
+			paths = append(paths, filepath.Join("cells", strconv.Itoa(c.ID), "state"))
+		}
+	}
+	for _, p := range paths {
+		if _, err := os.Lstat(filepath.Join(d.sysfs, p)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // renderDelta changes on disk what differs between the trees of prev, the
 // state the tree was last rendered from, and s. Transactions use it: it
 // touches only the files that change.
