@@ -7,7 +7,9 @@
 // of /sys/devices/jailhouse, the hypervisor console ring, and one console
 // stream per cell. Any number of Drivers, in any number of processes, opened
 // on one directory see one host; nothing depends on the process that created
-// a cell staying alive.
+// a cell staying alive. A shared generation counter (gen.go) tells a Driver
+// when a poll would answer as last time, so idle polls skip the transaction
+// (poll.go).
 //
 // Requests are checked in the order of driver/*.c and hypervisor/control.c
 // at siemens/jailhouse e57d1eff with the same errnos (jailhouse-abi §1.3),
