@@ -297,6 +297,51 @@ func TestDeleteDeadlineAndRetry(t *testing.T) {
 	}
 }
 
+// A retry that comes only after the background Delete finished, when the
+// task is already forgotten, still gets the result the first Delete could
+// not wait for, once; containerd (2.x reports NotFound to the user) would
+// otherwise leave the task behind.
+func TestDeleteRetryAfterTheBackgroundDeleteFinished(t *testing.T) {
+	h := newHost(t)
+	h.svc.deleteTimeout = 200 * time.Millisecond
+	ctx := context.Background()
+	h.runTask(t, "t1", inmateHello)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if w, err := h.svc.Wait(wctx, &taskv3.WaitRequest{ID: "t1"}); err != nil || w.GetExitStatus() != 0 {
+		t.Fatalf("Wait = %v, %v; want 0", w, err)
+	}
+	if err := h.sim(t).InjectDelay("destroy", 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
+	isErr(t, err, context.DeadlineExceeded, "Delete with a wedged destroy")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := h.svc.get("t1"); errdefs.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background delete never finished")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	del, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
+	if err != nil || del.GetExitStatus() != 0 {
+		t.Fatalf("Delete after the background delete finished = %v, %v; want the exit status 0", del, err)
+	}
+	_, err = h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
+	isErr(t, err, errdefs.ErrNotFound, "a second Delete after the result was taken")
+	if _, err := h.svc.Shutdown(ctx, &taskv3.ShutdownRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.svc.done():
+	case <-time.After(time.Second):
+		t.Fatal("Shutdown did not end the service")
+	}
+}
+
 // A dispatcher whose partition Delete finished in the background still
 // lets Shutdown end the process.
 func TestDispatcherShutdownAfterBackgroundDelete(t *testing.T) {

@@ -73,9 +73,12 @@ type service struct {
 	killTimeout   time.Duration
 	deleteTimeout time.Duration
 
-	mu      sync.Mutex
-	tasks   map[string]*task // guarded by mu; a nil value reserves an id while Create runs
-	exiting bool             // guarded by mu; exit is closed, no new tasks
+	mu    sync.Mutex
+	tasks map[string]*task // guarded by mu; a nil value reserves an id while Create runs
+	// abandoned are Deletes that ran past their deadline, by task id, until
+	// a caller receives their result or the id is created again.
+	abandoned map[string]*deleteOp // guarded by mu
+	exiting   bool                 // guarded by mu; exit is closed, no new tasks
 
 	// backendMu serialises opening backends, apart from mu: opening one may
 	// enable the simulated hypervisor, a driver request that can wait
@@ -101,6 +104,7 @@ func newService(ctx context.Context, opts serviceOptions) *service {
 		killTimeout:   cmp.Or(opts.KillTimeout, DefaultKillTimeout),
 		deleteTimeout: cmp.Or(opts.DeleteTimeout, DefaultDeleteTimeout),
 		tasks:         make(map[string]*task),
+		abandoned:     make(map[string]*deleteOp),
 		backends:      make(map[string]*backend),
 	}
 }
@@ -131,6 +135,7 @@ func (s *service) reserve(id string) error {
 		return fmt.Errorf("task %q: %w", id, errdefs.ErrAlreadyExists)
 	}
 	s.tasks[id] = nil
+	delete(s.abandoned, id) // a new task of that name: the old result is moot
 	return nil
 }
 

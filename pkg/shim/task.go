@@ -429,6 +429,12 @@ type deleteOp struct {
 func (s *service) delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.DeleteResponse, error) {
 	t, err := s.getInit(r.GetID(), r.GetExecID())
 	if err != nil {
+		// A Delete that ran past its deadline may have finished in the
+		// background since, and forgotten the task: its caller was told
+		// that a retry gets the result.
+		if op := s.abandonedDelete(r.GetID(), r.GetExecID()); op != nil {
+			return s.awaitDelete(ctx, r.GetID(), op)
+		}
 		return nil, err
 	}
 	t.mu.Lock()
@@ -446,20 +452,57 @@ func (s *service) delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.
 		go s.runDelete(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx)), t, op)
 	}
 	t.mu.Unlock()
+	return s.awaitDelete(ctx, t.id, op)
+}
 
+// awaitDelete waits for a Delete running in the background, at most the
+// delete timeout. One that does not finish in time is kept as abandoned, so
+// that a retry after it finished, when the task is already forgotten, still
+// gets its result instead of NotFound.
+func (s *service) awaitDelete(ctx context.Context, id string, op *deleteOp) (*taskv3.DeleteResponse, error) {
 	timer := time.NewTimer(s.deleteTimeout)
 	defer timer.Stop()
 	select {
 	case <-op.done:
+		s.dropAbandoned(id, op)
 		return op.resp, op.err
 	case <-timer.C:
-		log.G(ctx).WithField("id", t.id).WithField("timeout", s.deleteTimeout).
+		s.abandon(id, op)
+		log.G(ctx).WithField("id", id).WithField("timeout", s.deleteTimeout).
 			Warn("delete: the hypervisor has not answered; the delete goes on in the background")
 		return nil, fmt.Errorf("delete task %q: not done within %s (the hypervisor has not answered); it goes on in the background, and a retried Delete waits for it: %w",
-			t.id, s.deleteTimeout, context.DeadlineExceeded)
+			id, s.deleteTimeout, context.DeadlineExceeded)
 	case <-ctx.Done():
-		return nil, fmt.Errorf("delete task %q: %w", t.id, ctx.Err())
+		s.abandon(id, op)
+		return nil, fmt.Errorf("delete task %q: %w", id, ctx.Err())
 	}
+}
+
+// abandon remembers a background Delete whose caller stopped waiting.
+func (s *service) abandon(id string, op *deleteOp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.abandoned[id] = op
+}
+
+// dropAbandoned forgets op once a caller received its result.
+func (s *service) dropAbandoned(id string, op *deleteOp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.abandoned[id] == op {
+		delete(s.abandoned, id)
+	}
+}
+
+// abandonedDelete returns the background Delete of a task that nobody
+// received the result of, nil if there is none.
+func (s *service) abandonedDelete(id, execID string) *deleteOp {
+	if execID != "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abandoned[id]
 }
 
 // runDelete does the work of a Delete: close caronte, destroy the cell
