@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
 
 	"github.com/runphi/runphi/pkg/config"
@@ -65,6 +66,18 @@ func TestWarmBackendOpensAheadOfTheFirstTask(t *testing.T) {
 			h.runTask(t, "t1", inmateForever)
 			if opens != 1 {
 				t.Errorf("Create opened the simulator again (%d opens in all)", opens)
+			}
+			// Stop the partition before the temp dir goes: its console
+			// reader uses the simulator's files.
+			ctx := context.Background()
+			if _, err := h.svc.Kill(ctx, &taskv3.KillRequest{ID: "t1", Signal: 9}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.svc.Wait(ctx, &taskv3.WaitRequest{ID: "t1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"}); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
