@@ -35,18 +35,18 @@ type bench struct {
 // results is everything the report prints.
 type results struct {
 	// P1
-	ctrPart, ctrRunc     samples // ms, ctr run -d until it returns (task RUNNING)
-	ctrFloor             samples // ms, ctr version: ctr's own start and connect
-	ctrPartGrouped       samples // ms, ctr run -d into a running grouped shim
-	ctrRuncGrouped       samples
-	apiPart, apiRunc     samples // ms, container + snapshot + task create + start
-	criPart, criRunc     samples // ms, crictl run (RunPodSandbox + CreateContainer + StartContainer)
-	criSkipped           string
+	ctrPart, ctrRunc samples // ms, ctr run -d until it returns (task RUNNING)
+	ctrFloor         samples // ms, ctr version: ctr's own start and connect
+	ctrPartGrouped   samples // ms, ctr run -d into a running grouped shim
+	ctrRuncGrouped   samples
+	apiPart, apiRunc samples // ms, container + snapshot + task create + start
+	criPart, criRunc samples // ms, crictl run (RunPodSandbox + CreateContainer + StartContainer)
+	criSkipped       string
 	// ms per CRI step, each its own crictl: runp, create, start
 	criStepsPart, criStepsRunc [3]samples
-	execPart, execRunc   samples // ms, <shim> -v: exec and init of the shim binary
-	sizePart, sizeRunc   int64   // bytes of each shim binary
-	runcShim, runphiShim string  // the shim binaries measured
+	execPart, execRunc         samples // ms, <shim> -v: exec and init of the shim binary
+	sizePart, sizeRunc         int64   // bytes of each shim binary
+	runcShim, runphiShim       string  // the shim binaries measured
 
 	// P2
 	rssPart, pssPart, rssRunc, pssRunc samples   // KiB, one task's shim
