@@ -84,7 +84,7 @@ func runDoctor(env *cmdEnv, args []string) error {
 	var o doctorOptions
 	cf := addConfigFlag(fs)
 	fs.StringVar(&o.address, "address", "", "the containerd to check, by its gRPC `socket` (default: the one at /run/containerd/containerd.sock, or the only one running)")
-	fs.StringVar(&o.containerdConfig, "containerd-config", "", "containerd's config.toml to check when no containerd runs (default /etc/containerd/config.toml)")
+	fs.StringVar(&o.containerdConfig, "containerd-config", "", "containerd's config.toml: the daemon started with it is checked, or the file alone when none runs (default /etc/containerd/config.toml)")
 	fs.StringVar(&o.systemConfig, "system-config", "", "the root cell `file` given to `jailhouse enable`, to compare with the board profile")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
@@ -199,8 +199,9 @@ func checkHost(o doctorOptions) doctorReport {
 }
 
 // selectDaemon picks the containerd to check: the one at --address, else
-// the one at the default socket, else the only one running. The note says
-// why none was picked.
+// the one started with --containerd-config (or none), else the one at the
+// default socket, else the only one running. The note says why none was
+// picked.
 func (d *doctor) selectDaemon() (*hostview.Daemon, string) {
 	daemons, err := hostview.ContainerdDaemons(d.o.procRoot)
 	if err != nil {
@@ -221,6 +222,16 @@ func (d *doctor) selectDaemon() (*hostview.Daemon, string) {
 			return nil, fmt.Sprintf("no containerd listens on %s (none is running)", want)
 		}
 		return nil, fmt.Sprintf("no containerd listens on %s (running: %s)", want, strings.Join(listed, "; "))
+	}
+	if d.o.containerdConfig != "" {
+		// The daemon started with that configuration; with none, the
+		// file is checked alone, never some other daemon.
+		for i := range daemons {
+			if filepath.Clean(daemons[i].ConfigPath) == filepath.Clean(d.o.containerdConfig) {
+				return &daemons[i], ""
+			}
+		}
+		return nil, ""
 	}
 	for i := range daemons {
 		if daemons[i].Address == hostview.DefaultContainerdAddress {

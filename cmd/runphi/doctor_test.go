@@ -120,6 +120,28 @@ func TestDoctorPassesOnAHealthySimulatorHost(t *testing.T) {
 	}
 }
 
+// --containerd-config names the daemon to check: one started with another
+// configuration is never checked in its place (the demo's hint names the
+// config of a daemon that has stopped while another one runs).
+func TestDoctorChecksTheDaemonOfTheNamedContainerdConfig(t *testing.T) {
+	h := newDoctorHost(t, simConfig)
+	h.enableSim(t, "qemu-arm64")
+	stopped := filepath.Join(h.dir, "stopped-config.toml")
+	writeTestFile(t, stopped, "version = 2\n[grpc]\n  address = \""+h.dir+"/stopped.sock\"\n")
+	h.opts.address = ""
+	h.opts.containerdConfig = stopped
+	rep := checkHost(h.opts)
+	st, c := statusOf(rep, "containerd")
+	if st == statusOK || strings.Contains(c.Detail, "pid 100") {
+		t.Errorf("containerd check %q %q: want the daemon of pid 100 (another config) left unchecked", st, c.Detail)
+	}
+	// The daemon started with the named file is the one checked.
+	h.opts.containerdConfig = filepath.Join(h.dir, "config.toml")
+	if st, c := statusOf(checkHost(h.opts), "containerd"); st != statusOK {
+		t.Errorf("containerd check with the running daemon's own config: %q %+v, want ok", st, c)
+	}
+}
+
 func TestDoctorNamesEachProblemAndItsFix(t *testing.T) {
 	otherBoard := strings.Replace(readBuiltinBoard(t), "[system.root_cell]\nname = \"qemu-arm64\"", "[system.root_cell]\nname = \"other-root\"", 1)
 	tests := []struct {
