@@ -105,7 +105,9 @@ func (d *daemon) ensureImage(t testing.TB, img testImage) string {
 	tarball := imageTar(t, img)
 	importedMu.Lock()
 	defer importedMu.Unlock()
-	key := d.name + " " + img.ref
+	// By socket, not name: a bare daemon started for one test has the
+	// same name as the shared daemon of its spec.
+	key := d.sock + " " + img.ref
 	if !imported[key] {
 		d.mustCtr(t, "images", "import", tarball)
 		imported[key] = true
