@@ -80,7 +80,7 @@ critest: build
 
 # Performance against runc on one private containerd 1.6.20 (issue 8):
 # needs root and make deps; writes the results section of
-# docs/performance.md. Takes about 6 minutes; a separate command, never
+# docs/performance.md. Takes about 3 minutes; a separate command, never
 # part of make test.
 bench: build
 	$(GO) run -tags bench ./test/bench $(BENCH_FLAGS)
