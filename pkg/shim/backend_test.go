@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	taskv3 "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
 
 	"github.com/runphi/runphi/pkg/config"
@@ -69,16 +68,7 @@ func TestWarmBackendOpensAheadOfTheFirstTask(t *testing.T) {
 			}
 			// Stop the partition before the temp dir goes: its console
 			// reader uses the simulator's files.
-			ctx := context.Background()
-			if _, err := h.svc.Kill(ctx, &taskv3.KillRequest{ID: "t1", Signal: 9}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := h.svc.Wait(ctx, &taskv3.WaitRequest{ID: "t1"}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"}); err != nil {
-				t.Fatal(err)
-			}
+			h.removeTask(t, "t1")
 		})
 	}
 }

@@ -79,6 +79,40 @@ func (h *host) runImage(t *testing.T, id string, files map[string]string) string
 	return bundle
 }
 
+// removeTask kills a task with SIGKILL, waits for its exit and deletes it.
+func (h *host) removeTask(t *testing.T, id string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := h.svc.Kill(ctx, &taskv3.KillRequest{ID: id, Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Wait(ctx, &taskv3.WaitRequest{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wedgeDelete runs a partition that exits 0 and then Deletes it while its
+// CELL_DESTROY is held for delay, longer than the service's deleteTimeout:
+// the Delete must answer DeadlineExceeded and go on in the background.
+func (h *host) wedgeDelete(t *testing.T, id string, delay time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	h.runTask(t, id, inmateHello)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if w, err := h.svc.Wait(wctx, &taskv3.WaitRequest{ID: id}); err != nil || w.GetExitStatus() != 0 {
+		t.Fatalf("Wait = %v, %v; want 0", w, err)
+	}
+	if err := h.sim(t).InjectDelay("destroy", delay); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: id})
+	isErr(t, err, context.DeadlineExceeded, "Delete with a wedged destroy")
+}
+
 // Every failure inside Create undoes what came before it — ledger entry,
 // cell, FIFOs, state file — and the error carries the driver's errno.
 func TestCreateRollsBackEveryStep(t *testing.T) {
@@ -263,17 +297,7 @@ func TestDeleteDeadlineAndRetry(t *testing.T) {
 	h := newHost(t)
 	h.svc.deleteTimeout = 300 * time.Millisecond
 	ctx := context.Background()
-	h.runTask(t, "t1", inmateHello)
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if w, err := h.svc.Wait(wctx, &taskv3.WaitRequest{ID: "t1"}); err != nil || w.GetExitStatus() != 0 {
-		t.Fatalf("Wait = %v, %v; want 0", w, err)
-	}
-	if err := h.sim(t).InjectDelay("destroy", 800*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	_, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
-	isErr(t, err, context.DeadlineExceeded, "Delete with a wedged destroy")
+	h.wedgeDelete(t, "t1", 800*time.Millisecond)
 	if st, err := h.svc.State(ctx, &taskv3.StateRequest{ID: "t1"}); err != nil || st.GetStatus() != tasktypes.Status_STOPPED {
 		t.Errorf("State during the wedged Delete = %v, %v; want STOPPED", st, err)
 	}
@@ -305,17 +329,7 @@ func TestDeleteRetryAfterTheBackgroundDeleteFinished(t *testing.T) {
 	h := newHost(t)
 	h.svc.deleteTimeout = 200 * time.Millisecond
 	ctx := context.Background()
-	h.runTask(t, "t1", inmateHello)
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if w, err := h.svc.Wait(wctx, &taskv3.WaitRequest{ID: "t1"}); err != nil || w.GetExitStatus() != 0 {
-		t.Fatalf("Wait = %v, %v; want 0", w, err)
-	}
-	if err := h.sim(t).InjectDelay("destroy", 500*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	_, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
-	isErr(t, err, context.DeadlineExceeded, "Delete with a wedged destroy")
+	h.wedgeDelete(t, "t1", 500*time.Millisecond)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := h.svc.get("t1"); errdefs.IsNotFound(err) {

@@ -100,13 +100,5 @@ func TestServiceUpdate(t *testing.T) {
 	}
 	_, err := h.svc.Update(ctx, &taskv3.UpdateTaskRequest{ID: "nope"})
 	isErr(t, err, errdefs.ErrNotFound, "Update of an unknown task")
-	if _, err := h.svc.Kill(ctx, &taskv3.KillRequest{ID: "t1", Signal: 9}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.svc.Wait(ctx, &taskv3.WaitRequest{ID: "t1"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"}); err != nil {
-		t.Fatal(err)
-	}
+	h.removeTask(t, "t1")
 }
