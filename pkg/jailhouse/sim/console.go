@@ -31,9 +31,10 @@ const (
 	// anyone), and how often a blocked Write looks again.
 	cellConsolePoll = 20 * time.Millisecond
 	// cellConsoleGap is the least time between two transactions of a
-	// waiting reader woken by changes to the host, so that other
-	// partitions' busy inmates do not make every idle reader run a
-	// transaction at their pace. A destroyed cell's console ends within it.
+	// waiting reader woken by changes to its cell (or to all cells, or to
+	// a cell whose name shares its word), so that a burst of them does
+	// not make it run a transaction each. A destroyed cell's console ends
+	// within it.
 	cellConsoleGap = 2 * time.Millisecond
 	// cellConsoleMaxWait bounds a waiting reader's sleep while nothing is
 	// due: the safety net for a wake it cannot get (a writer that could
@@ -257,7 +258,7 @@ func (r *cellConsole) lookAtCell(waiting bool) (gone, ended bool, err error) {
 	if r.statusOK && (r.d.quiet(r.status) || waiting && r.waitLeft() > 0) {
 		return r.statusGone, r.statusEnded, nil
 	}
-	mark, err := r.d.updateMark(func(t *tx) error {
+	mark, err := r.d.updateCellMark(r.name, func(t *tx) error {
 		c := t.s.cellBySerial(r.serial)
 		if c == nil {
 			gone = true
@@ -278,7 +279,8 @@ func (r *cellConsole) lookAtCell(waiting bool) (gone, ended bool, err error) {
 // waitLeft is how long a reader waiting for output has until its next
 // transaction is due, after the last one (status, taken at statusAt):
 //
-//   - the host changed: one transaction per cellConsoleGap;
+//   - its cell changed, or all cells did (a cell mark, poll.go): one
+//     transaction per cellConsoleGap;
 //   - its inmate waits for its console, or there is no generation file:
 //     one per cellConsolePoll, as always;
 //   - else (only time makes the inmate act): when its sleep ends, looking
@@ -307,17 +309,17 @@ func (r *cellConsole) waitLeft() time.Duration {
 	return min(left, cellConsoleMaxWait)
 }
 
-// wait sleeps until the reader's next transaction is due (waitLeft) or the
-// host changes, whichever is first, and reports false if the console was
-// closed meanwhile. seq is g's futex word, read before the reader last
-// looked at its link.
+// wait sleeps until the reader's next transaction is due (waitLeft) or its
+// cell changes, whichever is first, and reports false if the console was
+// closed meanwhile. seq is its cell's word in g, read before the reader
+// last looked at its link.
 func (r *cellConsole) wait(g *genMap, seq uint32) bool {
 	r.smu.Lock()
 	left := r.waitLeft()
 	r.smu.Unlock()
 	if left > 0 {
 		if g != nil {
-			g.sleep(seq, left) // Close nudges it
+			g.sleep(genSlot(r.name), seq, left) // Close nudges it
 		} else {
 			t := time.NewTimer(left)
 			select {
@@ -343,12 +345,12 @@ func (r *cellConsole) Read(p []byte) (int, error) {
 	}
 	polled := false
 	for {
-		// The futex word before anything is looked at: whatever
-		// changes after this ends the wait below at once.
+		// The cell's futex word before anything is looked at:
+		// whatever changes after this ends the wait below at once.
 		var seq uint32
 		g := r.d.gen.Load()
 		if g != nil {
-			seq = g.seq()
+			seq = g.cell(genSlot(r.name))
 		}
 		select {
 		case <-r.closed:
@@ -449,10 +451,10 @@ func (r *cellConsole) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		close(r.closed)
-		// Wake a Read sleeping on the generation file (and every
-		// other waiter of the host, which look and sleep again).
+		// Wake a Read sleeping on its cell's word (and the other
+		// waiters on it, which look and sleep again).
 		if g := r.d.gen.Load(); g != nil {
-			g.nudge()
+			g.nudge(genSlot(r.name))
 		}
 		// Reads and writes in progress use the file; wait for them to
 		// notice closed.

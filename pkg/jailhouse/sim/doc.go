@@ -7,9 +7,10 @@
 // of /sys/devices/jailhouse, the hypervisor console ring, and one console
 // stream per cell. Any number of Drivers, in any number of processes, opened
 // on one directory see one host; nothing depends on the process that created
-// a cell staying alive. A shared generation counter (gen.go) tells a Driver
-// when a poll would answer as last time, so idle polls skip the transaction
-// (poll.go).
+// a cell staying alive. Shared counters (gen.go), one for the host and one
+// per cell, tell a Driver when a poll would answer as last time, so idle
+// polls skip the transaction (poll.go), and a poll about one cell does not
+// pay for other cells' changes (changes.go).
 //
 // Requests are checked in the order of driver/*.c and hypervisor/control.c
 // at siemens/jailhouse e57d1eff with the same errnos (jailhouse-abi §1.3),

@@ -166,7 +166,7 @@ func Open(dir string, opts Options) (*Driver, error) {
 	if !needRender {
 		return d, nil
 	}
-	d.announce(g)
+	d.announce(g, nil, true) // all cells: what was before is unknown
 	if changed {
 		if _, err := d.writeState(s); err != nil {
 			return nil, fmt.Errorf("open simulator: %w", err)
@@ -813,7 +813,7 @@ func (d *Driver) Cell(name string) (jailhouse.CellInfo, error) {
 		return cloneInfo(a.info), a.err
 	}
 	var info jailhouse.CellInfo
-	mark, err := d.updateMark(nil, func() error {
+	mark, err := d.updateCellMark(name, nil, func() error {
 		var err error
 		info, err = jailhouse.ReadCell(d.sysfs, name)
 		return err

@@ -12,8 +12,8 @@ package sim
 // process sees at once, which file timestamps are not (coarse mtimes, inode
 // numbers reused after a rename).
 //
-// So the directory holds "generation": 24 bytes, mapped MAP_SHARED by every
-// Driver, holding native-endian counters:
+// So the directory holds "generation": one page (4096 bytes), mapped
+// MAP_SHARED by every Driver, holding native-endian counters:
 //
 //   - generation (uint64 at 0): incremented by every transaction that is
 //     about to write anything (console bytes, dmesg, state, sysfs), before
@@ -24,15 +24,29 @@ package sim
 //     differs from generation, a writer died before finishing the tree, and
 //     the next transaction (or Open) renders the whole tree instead of a
 //     delta;
-//   - wake (uint32 at 16): a futex word. It is incremented with generation,
-//     and by a console's Close, and every increment wakes whoever waits on
-//     it (FUTEX_WAKE on the shared mapping reaches waiters in every
-//     process). A cell console reader with nothing to read sleeps on it
-//     (FUTEX_WAIT) until something changed, its inmate's sleep ends or its
-//     poll period passes, instead of waking up every few milliseconds to
-//     look: on the development VM each wakeup of an idle process costs
-//     about 60 µs of CPU, so a 2 ms tick costs as much as the 20 ms
-//     transactions it would replace.
+//   - (uint32 at 16: unused, the futex word of the first layout);
+//   - structural (uint64 at 24): incremented, with generation, by the
+//     commits that change what every cell's polls see (enable, disable,
+//     injected faults: sharedView in changes.go);
+//   - cell words (uint32 at 64 + 4*i, genSlots of them): the change counter
+//     of the cells whose name hashes to slot i, incremented by every commit
+//     that changes anything a poll about such a cell can observe (its state
+//     record, its CPUs' statistics, its creation or destruction), and by a
+//     structural change. Each is also a futex word: every increment wakes
+//     whoever waits on it (FUTEX_WAKE on the shared mapping reaches waiters
+//     in every process), and a cell console reader with nothing to read
+//     sleeps on its cell's word (FUTEX_WAIT) until its cell changed, its
+//     inmate's sleep ends or its poll period passes, instead of waking up
+//     every few milliseconds to look: on the development VM each wakeup of
+//     an idle process costs about 60 µs of CPU, so a 2 ms tick costs as
+//     much as the 20 ms transactions it would replace.
+//
+// So a poll about one cell (Driver.Cell, a console's look at its cell)
+// depends on its own cell's changes, not on every change to the host:
+// with N partitions printing, each print wakes one reader instead of N.
+// Names, not serials, pick the slot, so that a Cell poll of a name that
+// does not exist yet learns of its creation. Two names sharing a slot only
+// cost each other transactions, never a wrong answer.
 //
 // Reading a counter is an atomic load from the shared page. A Driver
 // that cannot map the file (it cannot be created or mapped) answers every
@@ -55,8 +69,23 @@ import (
 
 const (
 	genFile = "generation"
-	genSize = 24
+	genSize = 4096
+	// genSlotsOff is the offset of the first cell word.
+	genSlotsOff = 64
+	// genSlots is the number of cell words.
+	genSlots = (genSize - genSlotsOff) / 4
 )
+
+// genSlot is the cell word of the cells named name: FNV-1a, modulo
+// genSlots.
+func genSlot(name string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return int(h % genSlots)
+}
 
 // genMap is one mapping of the generation file. It is unmapped, and its
 // descriptor closed, by a cleanup once nothing refers to it (a Driver that
@@ -115,8 +144,8 @@ func (g *genMap) word(i uintptr) *atomic.Uint64 {
 	return (*atomic.Uint64)(unsafe.Add(g.page, 8*i))
 }
 
-func (g *genMap) wakeWord() *atomic.Uint32 {
-	return (*atomic.Uint32)(unsafe.Add(g.page, 16))
+func (g *genMap) cellWord(slot int) *atomic.Uint32 {
+	return (*atomic.Uint32)(unsafe.Add(g.page, genSlotsOff+4*slot))
 }
 
 // load returns the generation.
@@ -126,32 +155,54 @@ func (g *genMap) load() uint64 {
 	return v
 }
 
-// bump announces a change: the caller holds the state lock and is about to
-// write. Waiters wake now; those that need a transaction wait for the lock.
-func (g *genMap) bump() {
-	g.word(0).Add(1)
-	g.nudge()
-}
-
-// seq returns the futex word, to pass to sleep. Read it before looking at
-// the generation: a change after the read then ends the sleep at once.
-func (g *genMap) seq() uint32 {
-	v := g.wakeWord().Load()
+// structural returns the structural generation.
+func (g *genMap) structural() uint64 {
+	v := g.word(3).Load()
 	runtime.KeepAlive(g)
 	return v
 }
 
-// nudge increments the futex word and wakes every waiter, in any process.
-func (g *genMap) nudge() {
-	g.wakeWord().Add(1)
-	futexWake(g.wakeWord())
+// cell returns the change counter of a cell slot. It is also the futex
+// word to pass to sleep: read it before looking at the cell, and a change
+// after the read ends the sleep at once.
+func (g *genMap) cell(slot int) uint32 {
+	v := g.cellWord(slot).Load()
+	runtime.KeepAlive(g)
+	return v
+}
+
+// bump announces a change: the caller holds the state lock and is about to
+// write. slots are the cells it changes; structural says it changes what
+// every cell's polls see, which counts as a change of every cell. Waiters
+// wake now; those that need a transaction wait for the lock.
+func (g *genMap) bump(slots []int, structural bool) {
+	g.word(0).Add(1)
+	if structural {
+		g.word(3).Add(1)
+		for i := range genSlots {
+			g.nudge(i)
+		}
+		return
+	}
+	for _, i := range slots {
+		g.nudge(i)
+	}
+}
+
+// nudge increments a cell word and wakes every waiter on it, in any
+// process.
+func (g *genMap) nudge(slot int) {
+	w := g.cellWord(slot)
+	w.Add(1)
+	futexWake(w)
 	runtime.KeepAlive(g)
 }
 
-// sleep waits until the futex word is no longer seq (a change, or a
-// nudge), or d passed, whichever is first. It may return early.
-func (g *genMap) sleep(seq uint32, d time.Duration) {
-	futexWait(g.wakeWord(), seq, d)
+// sleep waits until the cell word of slot is no longer seq (a change of
+// one of its cells, or a nudge), or d passed, whichever is first. It may
+// return early.
+func (g *genMap) sleep(slot int, seq uint32, d time.Duration) {
+	futexWait(g.cellWord(slot), seq, d)
 	runtime.KeepAlive(g)
 }
 

@@ -320,19 +320,35 @@ func (s *hostState) quietUntil(now time.Time) (until int64, timed bool) {
 		return until, true // advance runs nothing
 	}
 	for _, c := range s.Cells {
-		if c.Program == nil {
-			continue
-		}
-		if c.State != jailhouse.StateRunning && c.State != jailhouse.StateRunningLocked {
-			return 0, false // advance would drop the program
-		}
-		at, ok := c.Program.wake(now)
+		at, ok := c.quietUntil(now)
 		if !ok {
 			return 0, false
 		}
 		until = min(until, at)
 	}
 	return until, true
+}
+
+// cellQuietUntil is quietUntil for the inmate of the cell called name
+// only: what a poll about that cell needs, since other inmates acting do
+// not change its answer.
+func (s *hostState) cellQuietUntil(name string, now time.Time) (until int64, timed bool) {
+	c := s.cell(name)
+	if !s.Enabled || c == nil {
+		return math.MaxInt64, true
+	}
+	return c.quietUntil(now)
+}
+
+// quietUntil is quietUntil for one cell's inmate, on an enabled host.
+func (c *cellState) quietUntil(now time.Time) (until int64, timed bool) {
+	if c.Program == nil {
+		return math.MaxInt64, true
+	}
+	if c.State != jailhouse.StateRunning && c.State != jailhouse.StateRunningLocked {
+		return 0, false // advance would drop the program
+	}
+	return c.Program.wake(now)
 }
 
 // cellInmate lets a program act on its cell.

@@ -14,6 +14,13 @@ package sim
 //     waiting for its console, or behind its schedule, leaves no mark that
 //     skips anything: only a transaction can tell what it does next.
 //
+// A poll about one cell (Cell, a console's look at its cell) keeps a cell
+// mark instead, which asks less: no commit changed that cell or what all
+// cells see (its cell word and the structural generation, gen.go), and
+// that cell's inmate has nothing due. Other cells' inmates acting, and
+// other cells coming and going, change nothing such a poll answers: a
+// transaction would let them act, and then give the same answer.
+//
 // The caches live in the Driver, so they are per Driver and per process;
 // the generation file is what makes them agree with every other process.
 
@@ -33,13 +40,31 @@ type pollMark struct {
 	// first time one does (Unix nanoseconds).
 	timed bool
 	wake  int64
+	// cell says this is a cell mark: it holds while the structural
+	// generation is structural and the cell word of slot is cellGen,
+	// whatever the generation; timed and wake are about that cell's
+	// inmate only.
+	cell       bool
+	slot       int
+	cellGen    uint32
+	structural uint64
 }
 
 // unchanged reports whether no transaction, of any process, committed a
 // change since m was taken.
 func (d *Driver) unchanged(m pollMark) bool {
 	// The link check is a system call: last.
-	return m.g != nil && m.g == d.gen.Load() && m.g.load() == m.gen && m.g.linked()
+	if m.g == nil || m.g != d.gen.Load() {
+		return false
+	}
+	if m.cell {
+		if m.g.structural() != m.structural || m.g.cell(m.slot) != m.cellGen {
+			return false
+		}
+	} else if m.g.load() != m.gen {
+		return false
+	}
+	return m.g.linked()
 }
 
 // quiet reports whether a transaction run now would change nothing and see

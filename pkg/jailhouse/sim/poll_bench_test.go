@@ -2,6 +2,7 @@ package sim
 
 import (
 	"testing"
+	"time"
 )
 
 // idleHost is an enabled host with one cell whose scripted inmate printed
@@ -53,4 +54,32 @@ func BenchmarkOpenExisting(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkIdleCellPollWhileAnotherPrints is one print of another cell
+// (a commit by its own Driver) followed by the look of an idle partition's
+// shim at its cell: what every print used to cost every other partition.
+// idle-tx/op is the transactions the idle Driver ran per print.
+func BenchmarkIdleCellPollWhileAnotherPrints(b *testing.B) {
+	clk := newFakeClock()
+	d := enabled(b, Options{Now: clk.Now})
+	run(b, d, testCell(b, "printer", []int{1}), "loop forever", "sleep 1s", "print tick", "end")
+	run(b, d, testCell(b, "c", []int{2}), "print up", "sleep 1h")
+	idle, err := Open(d.Dir(), Options{Now: clk.Now})
+	must(b, err)
+	if _, err := idle.Cell("c"); err != nil {
+		b.Fatal(err)
+	}
+	txs := idle.txs.Load()
+	n := 0
+	for ; b.Loop(); n++ {
+		clk.Advance(time.Second)
+		if _, err := d.Cell("printer"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := idle.Cell("c"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(idle.txs.Load()-txs)/float64(n), "idle-tx/op")
 }

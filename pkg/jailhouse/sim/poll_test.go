@@ -80,7 +80,7 @@ func crash(t *testing.T, d *Driver, change func(*hostState)) {
 	if g == nil {
 		t.Fatal("the driver has no generation file mapping")
 	}
-	g.bump()
+	g.bump(nil, true) // as a commit that changes anything would
 	if change != nil {
 		s, _, err := d.readState()
 		must(t, err)
@@ -96,9 +96,14 @@ func TestPollsAnswerAsTransactions(t *testing.T) {
 		echoer   = "echoer"   // waits for a line of input, echoes it and exits
 		flooder  = "flooder"  // prints more than its console ring holds, then exits
 		newcomer = "newcomer" // does not exist until an action creates it
+		idler    = "idler"    // prints, then sleeps for an hour
+		// bystander is another cell, created in every case: its
+		// inmate prints a tick every 10s.
+		bystander = "bystander"
 	)
 	scripts := map[string][]string{
 		sleeper: {"print hello", "sleep 1s", "exit"},
+		idler:   {"print hello", "sleep 1h"},
 		echoer:  {"echo", "exit"},
 		flooder: floodScript(1100, 1000), // 1.1 MB through a 1 MiB ring
 	}
@@ -111,7 +116,11 @@ func TestPollsAnswerAsTransactions(t *testing.T) {
 		// quiet says the polls must not run a transaction after the
 		// action: nothing changed and nothing was due.
 		quiet bool
-		check func(t *testing.T, got pollAnswers)
+		// cellQuiet says the polls about the cell (Cell, its console's
+		// look) must not run a transaction after the action: only
+		// other cells changed. Otherwise they must run one.
+		cellQuiet bool
+		check     func(t *testing.T, got pollAnswers)
 	}{
 		{
 			name: "nothing happens", cell: sleeper, quiet: true,
@@ -218,6 +227,89 @@ func TestPollsAnswerAsTransactions(t *testing.T) {
 			},
 		},
 		{
+			name: "another cell's inmate prints", cell: idler, cellQuiet: true,
+			action: func(t *testing.T, other *Driver, clk *fakeClock, _ *cellConsole) {
+				clk.Advance(10 * time.Second)
+				// Its own partition's poll lets it run.
+				_, err := other.Cell(bystander)
+				must(t, err)
+				must(t, other.update(func(t2 *tx) error {
+					if c := t2.s.cell(bystander); c.Con.Tail == 0 {
+						t.Errorf("the bystander printed nothing after its sleep")
+					}
+					return nil
+				}, nil))
+			},
+		},
+		{
+			name: "another cell is created, loaded and started", cell: idler, cellQuiet: true,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) {
+				run(t, other, testCell(t, newcomer, []int{4}), "print hi", "sleep 1h")
+			},
+		},
+		{
+			name: "another cell is destroyed", cell: idler, cellQuiet: true,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) { must(t, other.DestroyCell(bystander)) },
+		},
+		{
+			name: "another cell changes state", cell: idler, cellQuiet: true,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) {
+				must(t, other.SetCellState(bystander, jailhouse.StateFailed))
+			},
+		},
+		{
+			name: "another cell's CPU fails", cell: idler, cellQuiet: true,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) { must(t, other.FailCPU(bystander, 3)) },
+		},
+		{
+			// Nothing changes on the host; Close wakes the
+			// bystander's readers only.
+			name: "another cell's console is opened and closed", cell: idler, quiet: true, cellQuiet: true,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) {
+				r, err := other.OpenCellConsole(bystander)
+				must(t, err)
+				must(t, r.Close())
+			},
+		},
+		{
+			name: "another driver sets this idle cell failed", cell: idler,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) {
+				must(t, other.SetCellState(idler, jailhouse.StateFailed))
+			},
+			check: func(t *testing.T, got pollAnswers) {
+				if got.Cell.State != jailhouse.StateFailed || !got.Done {
+					t.Errorf("after SetCellState: %v, console done %v; want failed, done", got.Cell.State, got.Done)
+				}
+			},
+		},
+		{
+			name: "another driver destroys this idle cell and creates one of its name", cell: idler,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) {
+				must(t, other.DestroyCell(idler))
+				create(t, other, testCell(t, idler, []int{5}))
+			},
+			check: func(t *testing.T, got pollAnswers) {
+				if got.CellErr != "" || !reflect.DeepEqual(got.Cell.CPUs, []int{5}) || !got.Gone {
+					t.Errorf("after destroy and create: %+v; want the new cell on CPU 5, the console's cell gone", got)
+				}
+			},
+		},
+		{
+			name: "another driver disables while this cell idles", cell: idler,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) { must(t, other.Disable()) },
+			check: func(t *testing.T, got pollAnswers) {
+				if got.Enabled || got.CellErr == "" || !got.Gone {
+					t.Errorf("after disable: %+v; want disabled, no cell", got)
+				}
+			},
+		},
+		{
+			name: "another driver injects an error while this cell idles", cell: idler,
+			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) {
+				must(t, other.InjectError("destroy", unix.EPERM))
+			},
+		},
+		{
 			name: "a writer dies after announcing a change and writes nothing", cell: sleeper,
 			action: func(t *testing.T, other *Driver, _ *fakeClock, _ *cellConsole) { crash(t, other, nil) },
 		},
@@ -256,7 +348,7 @@ func TestPollsAnswerAsTransactions(t *testing.T) {
 			must(t, err)
 			// Another cell with a sleeping inmate, whose deadline the
 			// polls must keep in mind too.
-			run(t, d, testCell(t, "bystander", []int{3}), "loop forever", "sleep 10s", "print tick", "end")
+			run(t, d, testCell(t, bystander, []int{3}), "loop forever", "sleep 10s", "print tick", "end")
 			var con *cellConsole
 			if lines, ok := scripts[tc.cell]; ok {
 				create(t, d, testCell(t, tc.cell, []int{2}))
@@ -278,8 +370,26 @@ func TestPollsAnswerAsTransactions(t *testing.T) {
 
 			tc.action(t, other, clk, con)
 			txs := d.txs.Load()
+			cellGot, cellErr := d.Cell(tc.cell)
+			var gone, done bool
+			if con != nil {
+				gone, done, err = con.cellStatus()
+				must(t, err)
+			}
+			cellRan := d.txs.Load() - txs
 			got := answers(t, d, tc.cell, con)
 			ran := d.txs.Load() - txs
+			if !reflect.DeepEqual(cellGot, got.Cell) || (cellErr != nil) != (got.CellErr != "") || gone != got.Gone || done != got.Done {
+				t.Errorf("the cell polls answered %+v (%v), console gone %v done %v; then %+v", cellGot, cellErr, gone, done, got)
+			}
+			switch {
+			case tc.cellQuiet && cellRan != 0:
+				t.Errorf("the polls about the cell ran %d transactions; only other cells changed", cellRan)
+			case !tc.quiet && !tc.cellQuiet && cellRan == 0:
+				t.Errorf("the polls about the cell ran no transaction after a change")
+			case tc.cellQuiet && (!reflect.DeepEqual(got.Cell, before.Cell) || got.Gone != before.Gone || got.Done != before.Done):
+				t.Errorf("only other cells changed, yet the cell's answers did:\n%+v\nthen\n%+v", before, got)
+			}
 			if want := truth(t, d, clk, tc.cell, con); !reflect.DeepEqual(got, want) {
 				t.Errorf("after the action, the polls answer\n%+v\nwant (transactions)\n%+v", got, want)
 			}
@@ -508,4 +618,120 @@ func BenchmarkCellConsoleEndAfterDestroy(b *testing.B) {
 		r.Close()
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(n), "µs-to-EOF/op")
+}
+
+// A host of partitions, each polled by its own Driver as its shim does,
+// while one other partition prints: the idle partitions' polls must not
+// pay for its prints. With one generation for the whole host, every print
+// made each of them run a transaction, so the host's idle cost grew with
+// the square of its partitions.
+func TestIdleCellsDoNotPayForAnotherCellsPrints(t *testing.T) {
+	const (
+		idle   = 8
+		prints = 20
+	)
+	clk := newFakeClock()
+	d := enabled(t, Options{Now: clk.Now})
+	run(t, d, testCell(t, "printer", []int{1}), "loop forever", "sleep 1s", "print tick", "end")
+	type shim struct {
+		name string
+		d    *Driver
+		con  *cellConsole
+	}
+	var shims []shim
+	for i := range idle {
+		name := fmt.Sprintf("idle%d", i)
+		run(t, d, testCell(t, name, []int{2 + i}), "print up", "sleep 1h")
+		sd, err := Open(d.Dir(), Options{Now: clk.Now})
+		must(t, err)
+		r, err := sd.OpenCellConsole(name)
+		must(t, err)
+		t.Cleanup(func() { r.Close() })
+		shims = append(shims, shim{name, sd, r.(*cellConsole)})
+	}
+	printer, err := Open(d.Dir(), Options{Now: clk.Now})
+	must(t, err)
+	poll := func(s shim) {
+		t.Helper()
+		info, err := s.d.Cell(s.name)
+		must(t, err)
+		gone, ended, err := s.con.cellStatus()
+		must(t, err)
+		if info.State != jailhouse.StateRunning || gone || ended {
+			t.Fatalf("%s: %v, console gone %v ended %v; want running", s.name, info.State, gone, ended)
+		}
+	}
+	for _, s := range shims {
+		poll(s) // primed
+	}
+	txs := make([]uint64, idle)
+	for i, s := range shims {
+		txs[i] = s.d.txs.Load()
+	}
+	for range prints {
+		clk.Advance(time.Second)
+		// The printer's own shim lets it print.
+		_, err := printer.Cell("printer")
+		must(t, err)
+		for _, s := range shims {
+			poll(s)
+		}
+	}
+	must(t, printer.update(func(t2 *tx) error {
+		if got, want := t2.s.cell("printer").Con.Tail, uint32(prints*len("tick\n")); got != want {
+			t.Errorf("the printer wrote %d bytes, want %d", got, want)
+		}
+		return nil
+	}, nil))
+	for i, s := range shims {
+		if ran := s.d.txs.Load() - txs[i]; ran != 0 {
+			t.Errorf("%s's polls ran %d transactions over %d prints of another cell, want none", s.name, ran, prints)
+		}
+	}
+}
+
+// A reader blocked on an idle cell's console sleeps on its cell's futex
+// word: another cell's output, one commit every few milliseconds, does not
+// wake it into transactions (it used to run one every cellConsoleGap).
+func TestWaitingReaderSleepsThroughAnotherCellsOutput(t *testing.T) {
+	d := enabled(t, Options{})
+	run(t, d, testCell(t, "busy", []int{2}), "loop forever", "sleep 5ms", "print tick", "end")
+	run(t, d, testCell(t, "quiet", []int{3}), "sleep 1h")
+	busy, err := d.OpenCellConsole("busy")
+	must(t, err)
+	quietDrv, err := Open(d.Dir(), Options{})
+	must(t, err)
+	quiet, err := quietDrv.OpenCellConsole("quiet")
+	must(t, err)
+	read := func(r io.Reader, out chan<- int) {
+		buf := make([]byte, 4096)
+		n := 0
+		for {
+			k, err := r.Read(buf)
+			n += k
+			if err != nil {
+				out <- n
+				return
+			}
+		}
+	}
+	busyN, quietN := make(chan int, 1), make(chan int, 1)
+	go read(busy, busyN)
+	go read(quiet, quietN)
+	time.Sleep(50 * time.Millisecond) // both wait in their poll loops
+	txs := quietDrv.txs.Load()
+	const wait = 300 * time.Millisecond
+	time.Sleep(wait)
+	ran := quietDrv.txs.Load() - txs
+	must(t, busy.Close())
+	must(t, quiet.Close())
+	if n := <-busyN; n < 5*len("tick\n") {
+		t.Errorf("the busy cell's reader got %d bytes in %v, want a tick every 5ms", n, wait)
+	}
+	<-quietN
+	// One look when cellConsoleMaxWait passes, with slack; a transaction
+	// per print of the busy cell would be about 60.
+	if ran > 2 {
+		t.Errorf("the idle cell's reader ran %d transactions in %v while another cell printed, want at most 2", ran, wait)
+	}
 }

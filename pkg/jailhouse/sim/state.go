@@ -360,6 +360,16 @@ func (d *Driver) update(fn func(t *tx) error, after func() error) error {
 // poll keeps with its answer (poll.go): the generation after the commit and
 // when the next inmate is due, both taken under the lock.
 func (d *Driver) updateMark(fn func(t *tx) error, after func() error) (pollMark, error) {
+	return d.updateMarkOf("", false, fn, after)
+}
+
+// updateCellMark is updateMark for a poll about the cell called name: the
+// mark is a cell mark (poll.go).
+func (d *Driver) updateCellMark(name string, fn func(t *tx) error, after func() error) (pollMark, error) {
+	return d.updateMarkOf(name, true, fn, after)
+}
+
+func (d *Driver) updateMarkOf(name string, cell bool, fn func(t *tx) error, after func() error) (pollMark, error) {
 	unlock, err := flock(filepath.Join(d.dir, lockFile))
 	if err != nil {
 		return pollMark{}, err
@@ -390,19 +400,28 @@ func (d *Driver) updateMark(fn func(t *tx) error, after func() error) (pollMark,
 		// The mark holds even when after fails: it says what the
 		// transaction saw, and some failures are answers (a cell that
 		// does not exist).
-		return t.mark(), after()
+		return t.mark(name, cell), after()
 	}
-	return t.mark(), nil
+	return t.mark(name, cell), nil
 }
 
-// mark is what this transaction leaves a poll to remember. The caller
-// holds the lock, so the generation is the one the commit left.
-func (t *tx) mark() pollMark {
+// mark is what this transaction leaves a poll to remember: a cell mark
+// for the cell called name if cell. The caller holds the lock, so the
+// counters are the ones the commit left.
+func (t *tx) mark(name string, cell bool) pollMark {
 	if t.gen == nil {
 		return pollMark{}
 	}
-	wake, timed := t.s.quietUntil(t.now)
-	return pollMark{g: t.gen, gen: t.gen.load(), timed: timed, wake: wake}
+	if !cell {
+		wake, timed := t.s.quietUntil(t.now)
+		return pollMark{g: t.gen, gen: t.gen.load(), timed: timed, wake: wake}
+	}
+	slot := genSlot(name)
+	wake, timed := t.s.cellQuietUntil(name, t.now)
+	return pollMark{
+		g: t.gen, gen: t.gen.load(), timed: timed, wake: wake,
+		cell: true, slot: slot, cellGen: t.gen.cell(slot), structural: t.gen.structural(),
+	}
 }
 
 // commit writes what the transaction changed: console ring bytes first,
@@ -419,8 +438,26 @@ func (t *tx) commit(old []byte) error {
 		return fmt.Errorf("encode simulator state: %w", err)
 	}
 	changed := !bytes.Equal(raw, old)
-	if changed || t.rerender || len(t.created) > 0 || len(t.out) > 0 || len(t.dmesg) > 0 || len(t.gone) > 0 {
-		t.d.announce(t.gen)
+	// prev is the state as it was, when it changed: for the cells the
+	// commit announces (changes.go) and the sysfs delta.
+	var prev *hostState
+	if changed {
+		prev = new(hostState)
+		if json.Unmarshal(old, prev) != nil {
+			prev = nil
+		}
+	}
+	switch {
+	case changed:
+		slots, structural := changes(prev, t.s)
+		t.d.announce(t.gen, slots, structural || t.rerender)
+	case t.rerender || len(t.created) > 0 || len(t.out) > 0 || len(t.gone) > 0:
+		// Writes of cells whose state did not change: unknown, so
+		// every cell's polls look again.
+		t.d.announce(t.gen, nil, true)
+	case len(t.dmesg) > 0:
+		// No poll reads dmesg; the generation says the host moved.
+		t.d.announce(t.gen, nil, false)
 	}
 	for _, serial := range t.created {
 		if err := t.d.initConsole(serial); err != nil {
@@ -454,13 +491,10 @@ func (t *tx) commit(old []byte) error {
 	switch {
 	case t.rerender:
 		err = t.d.render(t.s)
+	case changed && prev == nil:
+		err = t.d.render(t.s)
 	case changed:
-		var prev hostState
-		if json.Unmarshal(old, &prev) != nil {
-			err = t.d.render(t.s)
-		} else {
-			err = t.d.renderDelta(&prev, t.s)
-		}
+		err = t.d.renderDelta(prev, t.s)
 	default:
 		return nil // the tree is as the last commit left it
 	}
@@ -474,11 +508,12 @@ func (t *tx) commit(old []byte) error {
 }
 
 // announce is done under the state lock before a change is written:
-// increment the generation, or without a mapping unlink the file
+// increment the generation, the cell words of slots and, if structural,
+// the structural generation, or without a mapping unlink the file
 // (invalidate).
-func (d *Driver) announce(g *genMap) {
+func (d *Driver) announce(g *genMap, slots []int, structural bool) {
 	if g != nil {
-		g.bump()
+		g.bump(slots, structural)
 	} else {
 		d.invalidate()
 	}
