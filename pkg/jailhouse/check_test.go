@@ -1,6 +1,7 @@
 package jailhouse
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -141,6 +142,20 @@ func TestCheck(t *testing.T) {
 			}
 			if wantErr := len(tt.want) > 0 && tt.want[0].sev == SeverityError; HasErrors(got) != wantErr {
 				t.Errorf("HasErrors = %v", HasErrors(got))
+			}
+			// CheckCell of the last cell beside the others finds what
+			// Check finds about that cell, in the same order.
+			if n := len(tt.cells); n > 0 {
+				last := tt.cells[n-1]
+				var want []Finding
+				for _, f := range got {
+					if f.Cell == last.Name {
+						want = append(want, f)
+					}
+				}
+				if cc := CheckCell(tt.sys, last, tt.cells[:n-1]...); !slices.Equal(cc, want) {
+					t.Errorf("CheckCell:\n%swant\n%s", findingsText(cc), findingsText(want))
+				}
 			}
 		})
 	}

@@ -32,7 +32,9 @@ func (e *CheckError) Unwrap() error { return errdefs.ErrFailedPrecondition }
 
 // checkCell runs the checks of `jailhouse config check` on cell against the
 // board's system configuration and the saved configurations of the other
-// live partitions in the ledger, and fails on any error about cell.
+// live partitions in the ledger, and fails on any error about cell. The
+// root cell's and the others' own findings are not about cell and are not
+// looked for (`runphi config check` reports them).
 func checkCell(b *Board, l *Ledger, owner string, cell *jailhouse.Cell) error {
 	var others []*jailhouse.Cell
 	if entries, err := l.Entries(); err == nil {
@@ -50,8 +52,8 @@ func checkCell(b *Board, l *Ledger, owner string, cell *jailhouse.Cell) error {
 		}
 	}
 	var bad []jailhouse.Finding
-	for _, f := range jailhouse.Check(b.system, append(others, cell)...) {
-		if f.Severity == jailhouse.SeverityError && f.Cell == cell.Name {
+	for _, f := range jailhouse.CheckCell(b.system, cell, others...) {
+		if f.Severity == jailhouse.SeverityError {
 			bad = append(bad, f)
 		}
 	}

@@ -263,7 +263,7 @@ func TestHostileInputs(t *testing.T) {
 	}
 }
 
-// Generated cells go through jailhouse.Check against the system config and
+// Generated cells go through jailhouse.CheckCell against the system config and
 // the other live cells before anything is created: a cell the checks
 // reject is FailedPrecondition naming the finding, and nothing is left.
 func TestCreateRunsTheConfigChecks(t *testing.T) {
