@@ -78,7 +78,7 @@ const (
 //   - against the system: architecture and revision mismatches, regions
 //     overlapping hypervisor memory, PCI MMCONFIG, IOMMU units, GIC
 //     frames, the xAPIC or IOAPICs, CPUs the root cell does not own, x86
-//     CPU 0 in a non-root cell;
+//     CPU 0 in a non-root cell, a non-root cell with the root cell's name;
 //   - across cells: CPUs or exclusive memory claimed by two non-root cells,
 //     duplicate names, and non-root cells taking every root CPU.
 //
@@ -108,9 +108,9 @@ func Check(sys *System, cells ...*Cell) []Finding {
 
 // CheckCell runs the checks of Check that can find something wrong with
 // cell itself: its own, against sys (which may be nil) and against each of
-// others, the cells already created beside it. The findings are those of
-// Check(sys, append(others, cell)...) that are about cell, in the same
-// order; sys and others are not checked themselves. A planner checks every
+// others, the cells already created beside it. The findings are those
+// Check(sys, append(others, cell)...) reports on cell, in the same order;
+// sys and others are not checked themselves. A planner checks every
 // new cell against the same board: comparing the root cell's regions
 // pairwise (77 on qemu-arm64) was nine tenths of Check's time there, and
 // nothing it finds is about the new cell.
@@ -304,6 +304,9 @@ func (ck *checker) againstSystem(sys *System, c *Cell, root bool) {
 		if rev, want := orDefault(c.Revision), orDefault(sys.Revision); rev != want {
 			ck.add(SeverityError, c, "revision",
 				"cell is revision %d, system is revision %d; the driver rejects it with EINVAL", rev, want)
+		}
+		if c.Name == sys.RootCell.Name {
+			ck.add(SeverityError, c, "name", "the root cell is named %q too; CELL_CREATE fails with EEXIST", c.Name)
 		}
 		rootCPUs := sys.RootCell.CPUs()
 		for _, cpu := range c.CPUs() {

@@ -108,6 +108,8 @@ func TestCheck(t *testing.T) {
 			[]want{{SeverityError, "apic-demo", "cpus", "CPU 0 cannot leave the root cell"}}},
 		{"two cells on one CPU", arm(), []*Cell{inmate(nop), linux(func(c *Cell) { c.CPUSet = cpus(1, 2) })},
 			[]want{{SeverityError, "qemu-arm64-linux-demo", "cpus", `CPU 1 is also assigned to cell "inmate-demo"`}}},
+		{"a cell named like the root cell", arm(), []*Cell{inmate(func(c *Cell) { c.Name = "qemu-arm64" })},
+			[]want{{SeverityError, "qemu-arm64", "name", "the root cell is named \"qemu-arm64\" too; CELL_CREATE fails with EEXIST"}}},
 		{"two cells with one name", nil, []*Cell{inmate(nop), linux(func(c *Cell) { c.Name = "inmate-demo" })},
 			[]want{{SeverityError, "inmate-demo", "name", "EEXIST"}}},
 		{"RAM of one cell inside another's", arm(), []*Cell{inmate(nop), linux(func(c *Cell) {
