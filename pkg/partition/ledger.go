@@ -143,7 +143,10 @@ func allocateEntry(f *ledgerFile, foreign []foreignCell, owner string, b *Board,
 	for i := range f.Entries {
 		h.add(&f.Entries[i].Allocation)
 	}
-	var foreignNames []string
+	// The root cell's name is taken too: CELL_CREATE of a cell named like
+	// it fails with EEXIST, and a container may well be named after the
+	// board.
+	foreignNames := []string{b.system.RootCell.Name}
 	for _, c := range foreign {
 		foreignNames = append(foreignNames, c.info.Name)
 		c.hold(h)
@@ -563,8 +566,8 @@ func hashedCellName(namespace, id string) string {
 }
 
 // freeCellName picks the cell name for a new entry: CellName, or the hashed
-// form if another entry, or a cell the ledger does not know, already uses
-// that name.
+// form if another entry, or a cell the ledger does not know (the root cell
+// among them), already uses that name.
 func freeCellName(entries []Entry, foreign []string, namespace, id string) (string, error) {
 	taken := func(n string) bool {
 		return slices.Contains(foreign, n) || slices.ContainsFunc(entries, func(e Entry) bool { return e.Cell == n })

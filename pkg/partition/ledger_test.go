@@ -359,6 +359,18 @@ func TestLedgerCellNamesAreUnique(t *testing.T) {
 	}
 }
 
+// A container named after the board would get the root cell's name, which
+// CELL_CREATE refuses with EEXIST; it gets the hashed form instead.
+func TestLedgerCellNameAvoidsTheRootCell(t *testing.T) {
+	b := mustBoard(t)
+	l := newLedger(t)
+	root := b.system.RootCell.Name
+	a := mustAllocate(t, l, "default/"+root, b, Request{NumCPUs: 1, Memory: 2 * mib})
+	if want := hashedCellName("default", root); a.Cell != want {
+		t.Errorf("container %q got cell %q, want %q (the root cell is %q)", root, a.Cell, want, root)
+	}
+}
+
 // writeLedger replaces the ledger file with entries, as a shim of another
 // time (or a hand edit) left them.
 func writeLedger(t *testing.T, l *Ledger, entries ...Entry) {

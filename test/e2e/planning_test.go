@@ -209,3 +209,22 @@ func TestAnnotationsShapeTheCell(t *testing.T) {
 		}
 	})
 }
+
+// A container named after the board (the root cell's name, which
+// CELL_CREATE refuses with EEXIST) runs, in a cell of the hashed name.
+func TestContainerNamedAfterTheBoard(t *testing.T) {
+	forEachDaemon(t, func(t *testing.T, d *daemon) {
+		const id = "qemu-arm64" // the board's root cell
+		ref := d.ensureImage(t, foreverImage)
+		d.mustCtr(t, d.runArgs("-d", ref, id)...)
+		d.waitTaskStatus(t, id, "RUNNING", 20*time.Second)
+		entries := d.ledger(t)
+		if len(entries) != 1 || entries[0].Cell == id || !strings.HasPrefix(entries[0].Cell, id+"-") {
+			t.Errorf("ledger %+v, want one entry whose cell is %q plus a hash", entries, id)
+		}
+		d.mustCtr(t, "task", "kill", "-s", "SIGKILL", id)
+		d.waitTaskStatus(t, id, "STOPPED", 20*time.Second)
+		d.mustCtr(t, "task", "rm", id)
+		d.mustCtr(t, "container", "rm", id)
+	})
+}
