@@ -19,7 +19,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 # no_grpc leaves out containerd's generated gRPC stubs (the shim speaks only
 # ttrpc), as containerd builds its own shims: importing google.golang.org/grpc
 # links its transport, TLS, HTTP/2 and html/template (whose reflection keeps
-# every exported method), 6 MB of a 15.6 MB shim and ~4.6 MiB of its RSS
+# every exported method), 6 MB of a 15.6 MB shim and ~5 MiB of its RSS
 # (docs/performance.md). The tests build without it; both must work.
 BUILD_TAGS := no_grpc
 # Static, reproducible binaries: no cgo, no build paths.

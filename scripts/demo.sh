@@ -170,4 +170,5 @@ echo "--------------------------"
 say "the partition exited with status $status"
 # The configuration stays in $W (the daemon does not): check it with doctor.
 say "check this setup: PATH=$RBIN:\$PATH $RBIN/runphi doctor --config $W/runphi.toml --containerd-config $W/config.toml"
+say "$W keeps this demo's configuration and containerd log for that (rm -rf $W when done)"
 exit "$status"

@@ -14,7 +14,7 @@
 //   - the node-wide ledger of what every partition holds, healed against
 //     the hypervisor on every allocation (ledger.go),
 //   - the cell configuration generated for one partition (plan.go,
-//     generate.go), checked with jailhouse.Check before it is created
+//     generate.go), checked with jailhouse.CheckCell before it is created
 //     (check.go), or an image's prebuilt cell, accepted only inside what
 //     the allocator may grant (prebuilt.go), and
 //   - the payload: a raw binary, an ELF or a Linux kernel with its device

@@ -59,6 +59,9 @@ func render(r *results, m machine) string {
 		m.loadStart, m.loadEnd, m.load.cell("%.2f"))
 	p("Each pair is measured interleaved (A B A B …) on one daemon; %d rounds after %d warm-up rounds; values are median (min–max).",
 		m.rounds, m.warmup)
+	if m.rounds < minReportRounds {
+		p("**%d rounds is fewer than the %d the method asks for: a quick look, not a result to quote.**", m.rounds, minReportRounds)
+	}
 	if m.tmpfs {
 		p("containerd's state dir, the FIFOs, runc's root and runphi's state_dir and sim_dir are on a tmpfs, as /run is on a production host (their defaults are all under /run); containerd's root (snapshots, content) is on ext4.")
 	} else {
