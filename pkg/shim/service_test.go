@@ -58,7 +58,32 @@ func newHost(t *testing.T) *host {
 			DevicePath:  filepath.Join(dir, "no-jailhouse"),
 		},
 	})
+	// Registered after t.TempDir, so it runs before the dir is removed.
+	t.Cleanup(h.removeLeftoverTasks)
 	return h
+}
+
+// removeLeftoverTasks kills and deletes the tasks a test left running: a
+// partition's watcher and console reader use the simulator's files until
+// its task is deleted, and removing the temp dir under them fails the test
+// (seen under -race). Errors are the test's business, not the cleanup's: a
+// task may have exited, or have a Delete wedged on purpose.
+func (h *host) removeLeftoverTasks() {
+	h.svc.mu.Lock()
+	var ids []string
+	for id, t := range h.svc.tasks {
+		if t != nil {
+			ids = append(ids, id)
+		}
+	}
+	h.svc.mu.Unlock()
+	for _, id := range ids {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		h.svc.Kill(ctx, &taskv3.KillRequest{ID: id, Signal: 9, All: true})
+		h.svc.Wait(ctx, &taskv3.WaitRequest{ID: id})
+		h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: id})
+		cancel()
+	}
 }
 
 // bundle writes an OCI bundle whose rootfs holds files (image path →
