@@ -379,8 +379,9 @@ func (ck *checker) pair(a, b *Cell) {
 	if a.Name == b.Name {
 		ck.add(SeverityError, b, "name", "two cells are named %q; the second CELL_CREATE fails with EEXIST", a.Name)
 	}
+	aCPUs := a.CPUs()
 	for _, cpu := range b.CPUs() {
-		if slices.Contains(a.CPUs(), cpu) {
+		if slices.Contains(aCPUs, cpu) {
 			ck.add(SeverityError, b, "cpus", "CPU %d is also assigned to cell %q; creating both fails with EBUSY", cpu, a.Name)
 		}
 	}
