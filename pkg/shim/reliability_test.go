@@ -323,8 +323,9 @@ func TestDeleteDeadlineAndRetry(t *testing.T) {
 
 // A retry that comes only after the background Delete finished, when the
 // task is already forgotten, still gets the result the first Delete could
-// not wait for, once; containerd (2.x reports NotFound to the user) would
-// otherwise leave the task behind.
+// not wait for, once; containerd would otherwise leave the task behind.
+// containerd loads the task (State) before it retries, so State too still
+// answers, STOPPED with the exit status, until the result is taken.
 func TestDeleteRetryAfterTheBackgroundDeleteFinished(t *testing.T) {
 	h := newHost(t)
 	h.svc.deleteTimeout = 200 * time.Millisecond
@@ -340,12 +341,20 @@ func TestDeleteRetryAfterTheBackgroundDeleteFinished(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	st, err := h.svc.State(ctx, &taskv3.StateRequest{ID: "t1"})
+	if err != nil || st.GetStatus() != tasktypes.Status_STOPPED || st.GetExitStatus() != 0 || st.GetID() != "t1" {
+		t.Fatalf("State after the background delete finished = %v, %v; want t1 STOPPED with exit status 0", st, err)
+	}
+	_, err = h.svc.State(ctx, &taskv3.StateRequest{ID: "t1", ExecID: "e1"})
+	isErr(t, err, errdefs.ErrNotFound, "State of an exec of the deleted task")
 	del, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
 	if err != nil || del.GetExitStatus() != 0 {
 		t.Fatalf("Delete after the background delete finished = %v, %v; want the exit status 0", del, err)
 	}
 	_, err = h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
 	isErr(t, err, errdefs.ErrNotFound, "a second Delete after the result was taken")
+	_, err = h.svc.State(ctx, &taskv3.StateRequest{ID: "t1"})
+	isErr(t, err, errdefs.ErrNotFound, "State after the result was taken")
 	if _, err := h.svc.Shutdown(ctx, &taskv3.ShutdownRequest{}); err != nil {
 		t.Fatal(err)
 	}

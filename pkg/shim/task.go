@@ -329,8 +329,27 @@ func (s *service) start(ctx context.Context, r *taskv3.StartRequest) (uint32, er
 func (s *service) State(ctx context.Context, r *taskv3.StateRequest) (*taskv3.StateResponse, error) {
 	t, err := s.getInit(r.GetID(), r.GetExecID())
 	if err != nil {
+		// containerd loads a task (Get, hence State) before it retries a
+		// Delete: a task whose Delete finished in the background after its
+		// caller gave up must still look stopped, or the retry never comes
+		// and containerd keeps the task for good.
+		if op := s.abandonedDelete(r.GetID(), r.GetExecID()); op != nil {
+			select {
+			case <-op.done:
+			case <-ctx.Done():
+				return nil, s.toRPC(ctx.Err())
+			}
+			if op.state != nil {
+				return op.state, nil
+			}
+		}
 		return nil, s.toRPC(err)
 	}
+	return t.stateResponse(), nil
+}
+
+// stateResponse describes the task as it is now.
+func (t *task) stateResponse() *taskv3.StateResponse {
 	status, e := t.snapshot()
 	return &taskv3.StateResponse{
 		ID:         t.id,
@@ -343,7 +362,7 @@ func (s *service) State(ctx context.Context, r *taskv3.StateRequest) (*taskv3.St
 		Terminal:   t.io.Terminal,
 		ExitStatus: e.Status,
 		ExitedAt:   timestamppb.New(exitTime(status, e)),
-	}, nil
+	}
 }
 
 // Kill passes the signal to caronte: SIGTERM and the like ask the inmate
@@ -421,9 +440,12 @@ func (s *service) Delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.
 // Delete past its deadline can be retried and join it rather than start
 // over (containerd#7496).
 type deleteOp struct {
-	done chan struct{} // closed when resp and err are set
+	done chan struct{} // closed when resp, err and state are set
 	resp *taskv3.DeleteResponse
 	err  error
+	// state is the deleted task's last State, which State answers while
+	// the Delete is abandoned; nil when the Delete failed.
+	state *taskv3.StateResponse
 }
 
 func (s *service) delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.DeleteResponse, error) {
@@ -511,11 +533,15 @@ func (s *service) abandonedDelete(id, execID string) *deleteOp {
 // retried Delete tries again.
 func (s *service) runDelete(ctx context.Context, t *task, op *deleteOp) {
 	resp, err := s.deleteNow(ctx, t)
+	var state *taskv3.StateResponse
+	if err == nil {
+		state = t.stateResponse()
+	}
 	t.mu.Lock()
 	if err != nil {
 		t.deleting = nil
 	}
-	op.resp, op.err = resp, err
+	op.resp, op.err, op.state = resp, err, state
 	close(op.done)
 	t.mu.Unlock()
 }

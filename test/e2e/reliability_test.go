@@ -617,12 +617,13 @@ func TestInjectedFaults(t *testing.T) {
 			d.runCleanly(t, id)
 		})
 
-		t.Run("wedged driver: Delete answers DeadlineExceeded, a retry finishes", func(t *testing.T) {
+		t.Run("wedged driver: Delete answers DeadlineExceeded, a retry after it finished gets its result", func(t *testing.T) {
 			id := "f-wedge-rm"
 			d.mustCtr(t, d.runArgs("-d", ref, id)...)
 			d.waitTaskStatus(t, id, "RUNNING", 20*time.Second)
 			// The inmate shuts down by itself: the cell is left for Delete.
-			if err := drv(t).SetCellState(d.cellOf(t, namespace, id), jailhouse.StateShutDown); err != nil {
+			cell := d.cellOf(t, namespace, id)
+			if err := drv(t).SetCellState(cell, jailhouse.StateShutDown); err != nil {
 				t.Fatal(err)
 			}
 			d.waitTaskStatus(t, id, "STOPPED", 10*time.Second)
@@ -637,6 +638,15 @@ func TestInjectedFaults(t *testing.T) {
 			timed(t, "State while the delete is wedged", 2*time.Second, func() { d.tasks(t) })
 			if err := drv(t).ClearFaults(); err != nil {
 				t.Fatal(err)
+			}
+			// The user retries after the delete finished in the background:
+			// containerd loads the task first, which must still be there.
+			waitFor(t, "the background delete to destroy the cell", 10*time.Second, func() bool {
+				_, err := drv(t).Cell(cell)
+				return err != nil
+			})
+			if st := d.tasks(t)[id]; st.status != "STOPPED" {
+				t.Errorf("task %s is %q after its delete finished in the background, want STOPPED", id, st.status)
 			}
 			r = d.ctr(t, 30*time.Second, "task", "rm", id)
 			if r.code != 0 {
