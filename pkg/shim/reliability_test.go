@@ -324,8 +324,9 @@ func TestDeleteDeadlineAndRetry(t *testing.T) {
 // A retry that comes only after the background Delete finished, when the
 // task is already forgotten, still gets the result the first Delete could
 // not wait for, once; containerd would otherwise leave the task behind.
-// containerd loads the task (State) before it retries, so State too still
-// answers, STOPPED with the exit status, until the result is taken.
+// containerd loads the task (State) before it retries, and a restarted one
+// keeps only shims whose Pids answer, so the reading RPCs still answer,
+// STOPPED with the exit status, until the result is taken.
 func TestDeleteRetryAfterTheBackgroundDeleteFinished(t *testing.T) {
 	h := newHost(t)
 	h.svc.deleteTimeout = 200 * time.Millisecond
@@ -347,6 +348,16 @@ func TestDeleteRetryAfterTheBackgroundDeleteFinished(t *testing.T) {
 	}
 	_, err = h.svc.State(ctx, &taskv3.StateRequest{ID: "t1", ExecID: "e1"})
 	isErr(t, err, errdefs.ErrNotFound, "State of an exec of the deleted task")
+	// containerd, restarted, keeps a shim only if Pids answers.
+	if p, err := h.svc.Pids(ctx, &taskv3.PidsRequest{ID: "t1"}); err != nil || len(p.GetProcesses()) != 1 {
+		t.Errorf("Pids after the background delete finished = %v, %v; want the task's pid", p, err)
+	}
+	if w, err := h.svc.Wait(ctx, &taskv3.WaitRequest{ID: "t1"}); err != nil || w.GetExitStatus() != 0 {
+		t.Errorf("Wait after the background delete finished = %v, %v; want the exit status 0", w, err)
+	}
+	if _, err := h.svc.Stats(ctx, &taskv3.StatsRequest{ID: "t1"}); err != nil {
+		t.Errorf("Stats after the background delete finished: %v", err)
+	}
 	del, err := h.svc.Delete(ctx, &taskv3.DeleteRequest{ID: "t1"})
 	if err != nil || del.GetExitStatus() != 0 {
 		t.Fatalf("Delete after the background delete finished = %v, %v; want the exit status 0", del, err)
@@ -355,6 +366,8 @@ func TestDeleteRetryAfterTheBackgroundDeleteFinished(t *testing.T) {
 	isErr(t, err, errdefs.ErrNotFound, "a second Delete after the result was taken")
 	_, err = h.svc.State(ctx, &taskv3.StateRequest{ID: "t1"})
 	isErr(t, err, errdefs.ErrNotFound, "State after the result was taken")
+	_, err = h.svc.Pids(ctx, &taskv3.PidsRequest{ID: "t1"})
+	isErr(t, err, errdefs.ErrNotFound, "Pids after the result was taken")
 	if _, err := h.svc.Shutdown(ctx, &taskv3.ShutdownRequest{}); err != nil {
 		t.Fatal(err)
 	}

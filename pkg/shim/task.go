@@ -327,22 +327,8 @@ func (s *service) start(ctx context.Context, r *taskv3.StartRequest) (uint32, er
 // State answers from memory, never from the hypervisor: containerd allows
 // it two seconds.
 func (s *service) State(ctx context.Context, r *taskv3.StateRequest) (*taskv3.StateResponse, error) {
-	t, err := s.getInit(r.GetID(), r.GetExecID())
+	t, err := s.getInitKept(ctx, r.GetID(), r.GetExecID())
 	if err != nil {
-		// containerd loads a task (Get, hence State) before it retries a
-		// Delete: a task whose Delete finished in the background after its
-		// caller gave up must still look stopped, or the retry never comes
-		// and containerd keeps the task for good.
-		if op := s.abandonedDelete(r.GetID(), r.GetExecID()); op != nil {
-			select {
-			case <-op.done:
-			case <-ctx.Done():
-				return nil, s.toRPC(ctx.Err())
-			}
-			if op.state != nil {
-				return op.state, nil
-			}
-		}
 		return nil, s.toRPC(err)
 	}
 	return t.stateResponse(), nil
@@ -412,7 +398,7 @@ func (s *service) kill(ctx context.Context, r *taskv3.KillRequest) error {
 // Wait blocks until the task exits, for any number of callers, and
 // returns the same status to each.
 func (s *service) Wait(ctx context.Context, r *taskv3.WaitRequest) (*taskv3.WaitResponse, error) {
-	t, err := s.getInit(r.GetID(), r.GetExecID())
+	t, err := s.getInitKept(ctx, r.GetID(), r.GetExecID())
 	if err != nil {
 		return nil, s.toRPC(err)
 	}
@@ -440,12 +426,12 @@ func (s *service) Delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.
 // Delete past its deadline can be retried and join it rather than start
 // over (containerd#7496).
 type deleteOp struct {
-	done chan struct{} // closed when resp, err and state are set
+	done chan struct{} // closed when resp, err and task are set
 	resp *taskv3.DeleteResponse
 	err  error
-	// state is the deleted task's last State, which State answers while
-	// the Delete is abandoned; nil when the Delete failed.
-	state *taskv3.StateResponse
+	// task is the deleted task, which the reading RPCs answer for while
+	// the Delete is abandoned (getKept); nil when the Delete failed.
+	task *task
 }
 
 func (s *service) delete(ctx context.Context, r *taskv3.DeleteRequest) (*taskv3.DeleteResponse, error) {
@@ -533,15 +519,13 @@ func (s *service) abandonedDelete(id, execID string) *deleteOp {
 // retried Delete tries again.
 func (s *service) runDelete(ctx context.Context, t *task, op *deleteOp) {
 	resp, err := s.deleteNow(ctx, t)
-	var state *taskv3.StateResponse
-	if err == nil {
-		state = t.stateResponse()
-	}
 	t.mu.Lock()
 	if err != nil {
 		t.deleting = nil
+	} else {
+		op.task = t
 	}
-	op.resp, op.err, op.state = resp, err, state
+	op.resp, op.err = resp, err
 	close(op.done)
 	t.mu.Unlock()
 }
@@ -587,11 +571,11 @@ func (s *service) deleteNow(ctx context.Context, t *task) (*taskv3.DeleteRespons
 	return &taskv3.DeleteResponse{Pid: t.pid, ExitStatus: e.Status, ExitedAt: at}, nil
 }
 
-// Pids lists the shim's pid for a task that is not deleted: containerd
-// takes an empty list after a daemon restart for a leaked shim and shuts it
-// down.
+// Pids lists the shim's pid for a task that is not deleted (or whose
+// Delete's result is kept, getKept): containerd takes an empty list after a
+// daemon restart for a leaked shim and shuts it down.
 func (s *service) Pids(ctx context.Context, r *taskv3.PidsRequest) (*taskv3.PidsResponse, error) {
-	t, err := s.get(r.GetID())
+	t, err := s.getKept(ctx, r.GetID())
 	if err != nil {
 		return nil, s.toRPC(err)
 	}
@@ -626,7 +610,7 @@ func (s *service) Shutdown(ctx context.Context, r *taskv3.ShutdownRequest) (*emp
 // is the cell's RAM. It answers from memory, for a stopped task too (CRI's
 // OOM check asks after the exit).
 func (s *service) Stats(ctx context.Context, r *taskv3.StatsRequest) (*taskv3.StatsResponse, error) {
-	t, err := s.get(r.GetID())
+	t, err := s.getKept(ctx, r.GetID())
 	if err != nil {
 		return nil, s.toRPC(err)
 	}
@@ -687,6 +671,41 @@ func (s *service) getInit(id, execID string) (*task, error) {
 		return nil, fmt.Errorf("exec %q in task %q: a partition has no exec processes: %w", execID, id, errdefs.ErrNotFound)
 	}
 	return t, nil
+}
+
+// getKept is get for the RPCs that only read a task (State, Wait, Pids,
+// Stats). A task whose Delete finished in the background after its caller
+// gave up is still answered for, stopped, until a retried Delete takes the
+// result: containerd loads a task (State) before it deletes it, and after a
+// restart it keeps only the shims whose Pids answer. Without this the retry
+// never comes, and containerd either keeps the task for good or drops it
+// with its exit status.
+func (s *service) getKept(ctx context.Context, id string) (*task, error) {
+	t, err := s.get(id)
+	if err == nil {
+		return t, nil
+	}
+	op := s.abandonedDelete(id, "")
+	if op == nil {
+		return nil, err
+	}
+	select {
+	case <-op.done: // the task is forgotten just before op is done
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if op.task == nil {
+		return nil, err
+	}
+	return op.task, nil
+}
+
+// getInitKept is getInit for the RPCs that only read a task (getKept).
+func (s *service) getInitKept(ctx context.Context, id, execID string) (*task, error) {
+	if execID != "" {
+		return s.getInit(id, execID)
+	}
+	return s.getKept(ctx, id)
 }
 
 // taskExitEvent is the TaskExit of a partition's init.

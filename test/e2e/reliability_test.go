@@ -640,7 +640,8 @@ func TestInjectedFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The user retries after the delete finished in the background:
-			// containerd loads the task first, which must still be there.
+			// containerd loads the task first (State; after a restart it
+			// keeps the shim only if Pids answers), which must still be there.
 			waitFor(t, "the background delete to destroy the cell", 10*time.Second, func() bool {
 				_, err := drv(t).Cell(cell)
 				return err != nil
@@ -648,9 +649,15 @@ func TestInjectedFaults(t *testing.T) {
 			if st := d.tasks(t)[id]; st.status != "STOPPED" {
 				t.Errorf("task %s is %q after its delete finished in the background, want STOPPED", id, st.status)
 			}
+			// containerd restarting in between keeps the task, and the
+			// retry still gets the exit status.
+			d.restart(t, nil)
+			if st := d.tasks(t)[id]; st.status != "STOPPED" {
+				t.Errorf("task %s is %q after containerd restarted, want STOPPED", id, st.status)
+			}
 			r = d.ctr(t, 30*time.Second, "task", "rm", id)
-			if r.code != 0 {
-				t.Errorf("retried task rm: %s", r)
+			if r.code != 0 || strings.Contains(r.stderr, "exit code") {
+				t.Errorf("retried task rm: %s; want exit 0 and the inmate's status 0", r)
 			}
 			d.mustCtr(t, "container", "rm", id)
 			d.runCleanly(t, id)
