@@ -305,17 +305,29 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 		if !e.Created.IsZero() {
 			p.UptimeSeconds = int64(h.opts.Now().Sub(e.Created) / time.Second)
 		}
+		creating := false
 		if t, ok := taskByOwner[e.Owner]; ok {
 			p.Bundle, p.Pod = t.Bundle, t.Pod
 			p.Console = console(t.Bundle)
 			if t.State.ShimPid != 0 {
 				p.ShimPID = t.State.ShimPid
 			}
+			// The shim records the partition in its state file once the
+			// cell exists; until then its Create is allocating, or waiting
+			// for CELL_CREATE.
+			creating = t.State.Partition == nil
 		} else {
 			p.Problems = append(p.Problems, "no task state file found for it (looked in the bundles of running shims and containerd daemons)")
 		}
-		h.joinCell(&p, cellsKnown, cellByName)
 		h.checkShim(&p)
+		if creating && cellsKnown && p.ShimAlive {
+			if _, ok := cellByName[p.Cell]; !ok {
+				p.State = stateCreating
+				rows = append(rows, p)
+				continue
+			}
+		}
+		h.joinCell(&p, cellsKnown, cellByName)
 		rows = append(rows, p)
 	}
 	var extra []Partition
@@ -328,19 +340,36 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 			Board: t.State.Config.Board, ShimPID: t.State.ShimPid, Bundle: t.Bundle, Pod: t.Pod,
 		}
 		p.Console = console(t.Bundle)
-		if t.State.Partition == nil {
+		h.checkShim(&p)
+		switch {
+		case t.State.Partition == nil && p.ShimAlive:
+			p.State = stateCreating
+		case t.State.Partition == nil:
 			p.Problems = append(p.Problems, "the shim has not created a cell for it (Create in progress, or it failed and the shim died)")
-		} else {
+		default:
 			p.Cell = t.State.Partition.Cell
+			if _, ok := cellByName[p.Cell]; cellsKnown && !ok {
+				// Killed, or its cell was destroyed: the resources are back
+				// in the pool and the task waits for its Delete.
+				p.State = stateDestroyed
+				break
+			}
 			p.Problems = append(p.Problems, fmt.Sprintf("the ledger %s has no entry for it", h.cfg.LedgerPath()))
 			h.joinCell(&p, cellsKnown, cellByName)
 		}
-		h.checkShim(&p)
 		extra = append(extra, p)
 	}
 	slices.SortFunc(extra, func(a, b Partition) int { return strings.Compare(a.Owner(), b.Owner()) })
 	return append(rows, extra...), warnings, nil
 }
+
+// The State of a row that has no cell: a Create that has not made it yet,
+// and a task whose cell was destroyed (killed, or from outside) and whose
+// resources are back in the pool, until `ctr task rm`.
+const (
+	stateCreating  = "creating"
+	stateDestroyed = "destroyed"
+)
 
 func (h *Host) joinCell(p *Partition, cellsKnown bool, cellByName map[string]jailhouse.CellInfo) {
 	if !cellsKnown {

@@ -97,9 +97,11 @@ func TestPartitionsNameEachInconsistency(t *testing.T) {
 		{"no state file", func(t *testing.T, h *host) {
 			h.run(t, "default", "nostate", partitionOpts{noState: true})
 		}, "default/nostate", "no task state file found"},
-		{"state file without ledger entry", func(t *testing.T, h *host) {
-			h.writeState(t, filepath.Join(h.taskRoot, "default", "lost"), taskstate.State{ID: "lost", Namespace: "default", ShimPid: 1,
-				Partition: &taskstate.Record{Owner: "default/lost", Cell: "lost", Ledger: h.cfg.LedgerPath()}})
+		{"a cell whose ledger entry is lost", func(t *testing.T, h *host) {
+			h.run(t, "default", "lost", partitionOpts{shimAlive: true})
+			if err := h.ledger.Release("default/lost"); err != nil {
+				t.Fatal(err)
+			}
 		}, "default/lost", "has no entry for it"},
 		{"state file of a create in progress", func(t *testing.T, h *host) {
 			h.writeState(t, filepath.Join(h.taskRoot, "default", "half"), taskstate.State{ID: "half", Namespace: "default", ShimPid: 1})
@@ -126,6 +128,55 @@ func TestPartitionsNameEachInconsistency(t *testing.T) {
 			}
 			t.Fatalf("no row for %s in %+v", tc.owner, parts)
 		})
+	}
+}
+
+// Two rows without a cell are no inconsistency while their shim runs: a
+// Create still allocating or waiting for CELL_CREATE, and a task whose
+// cell was destroyed (killed) and that waits for its Delete. ps must not
+// call them stale and send the user to `ctr task rm` a task being made.
+func TestPartitionsWithoutACellWhileTheShimRuns(t *testing.T) {
+	h := newHost(t)
+	// Creating: the ledger entry is made, the cell not yet, and the state
+	// file has no partition record.
+	bundle := h.run(t, "default", "making", partitionOpts{shimAlive: true})
+	if err := h.driver.DestroyCell("making"); err != nil {
+		t.Fatal(err)
+	}
+	h.writeState(t, bundle, taskstate.State{ID: "making", Namespace: "default", ShimPid: h.nextPID})
+	// Killed: the cell is destroyed and the entry released; the state file
+	// stays until Delete.
+	h.run(t, "default", "killed", partitionOpts{shimAlive: true, started: true})
+	if err := h.driver.DestroyCell("killed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ledger.Release("default/killed"); err != nil {
+		t.Fatal(err)
+	}
+	// Before allocation: a state file only.
+	h.nextPID++
+	early := filepath.Join(h.taskRoot, "default", "early")
+	h.writeState(t, early, taskstate.State{ID: "early", Namespace: "default", ShimPid: h.nextPID})
+	h.fakeProcess(t, h.nextPID, "/usr/local/bin/"+ShimBinary, early, ShimBinary, "-namespace", "default", "-id", "early")
+
+	parts, _, err := h.view().Partitions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"default/making": "creating", "default/killed": "destroyed", "default/early": "creating"}
+	for _, p := range parts {
+		w, ok := want[p.Owner()]
+		if !ok {
+			t.Errorf("unexpected row %s", p.Owner())
+			continue
+		}
+		delete(want, p.Owner())
+		if p.State != w || len(p.Problems) != 0 {
+			t.Errorf("%s: state %q, problems %q; want %q and no problem", p.Owner(), p.State, p.Problems, w)
+		}
+	}
+	for owner := range want {
+		t.Errorf("no row for %s", owner)
 	}
 }
 
