@@ -24,12 +24,27 @@ func init() {
 			"  inject error REQUEST ERRNO      the next REQUEST (create, load, start, destroy, enable, disable) fails with ERRNO (EBUSY or 16)\n" +
 			"  inject delay REQUEST DURATION   the next REQUEST hangs for DURATION (1m) holding the driver's lock: a wedged driver\n" +
 			"  clear                           drop pending injections and release a hanging request\n" +
-			"  faults                          list pending injections\n" +
+			"  faults                          list pending injections and requests hanging in a delay\n" +
 			"  state CELL STATE                set a cell's state (failed, running/locked, running, shut down)\n" +
 			"  fail-cpu CELL CPU               park one CPU of a cell\n" +
 			"  policy CELL approve|deny|ignore how the cell's inmate answers shutdown requests",
 		run: runSim,
 	})
+}
+
+// printFaults lists injected faults one per line, pending ones behind
+// pending and hanging requests behind hanging.
+func printFaults(env *cmdEnv, f sim.Faults, pending, hanging string) {
+	for _, req := range slices.Sorted(maps.Keys(f.Errors)) {
+		fmt.Fprintf(env.stdout, "%s%s\terror %s (%d)\n", pending, req, unix.ErrnoName(f.Errors[req]), int(f.Errors[req]))
+	}
+	for _, req := range slices.Sorted(maps.Keys(f.Delays)) {
+		fmt.Fprintf(env.stdout, "%s%s\tdelay %s\n", pending, req, f.Delays[req])
+	}
+	for _, req := range slices.Sorted(maps.Keys(f.Hanging)) {
+		h := f.Hanging[req]
+		fmt.Fprintf(env.stdout, "%s%s\thanging in pid %d until %s\n", hanging, req, h.PID, h.Until.Local().Format(time.TimeOnly))
+	}
 }
 
 // runSim drives the simulator's test hooks (docs/reliability.md) on the
@@ -87,7 +102,15 @@ func runSim(env *cmdEnv, args []string) error {
 		if err := need(0); err != nil {
 			return err
 		}
-		return d.ClearFaults()
+		f, err := d.ClearFaultsReport()
+		if err != nil {
+			return err
+		}
+		if len(f.Errors)+len(f.Delays)+len(f.Hanging) == 0 {
+			fmt.Fprintln(env.stdout, "nothing to clear")
+		}
+		printFaults(env, f, "dropped ", "released ")
+		return nil
 	case "faults":
 		if err := need(0); err != nil {
 			return err
@@ -96,12 +119,7 @@ func runSim(env *cmdEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		for _, req := range slices.Sorted(maps.Keys(f.Errors)) {
-			fmt.Fprintf(env.stdout, "%s\terror %s (%d)\n", req, unix.ErrnoName(f.Errors[req]), int(f.Errors[req]))
-		}
-		for _, req := range slices.Sorted(maps.Keys(f.Delays)) {
-			fmt.Fprintf(env.stdout, "%s\tdelay %s\n", req, f.Delays[req])
-		}
+		printFaults(env, f, "", "")
 		return nil
 	case "state":
 		if err := need(2); err != nil {

@@ -3,8 +3,12 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	simdrv "github.com/runphi/runphi/pkg/jailhouse/sim"
 )
 
 func TestSimCommand(t *testing.T) {
@@ -26,11 +30,49 @@ func TestSimCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "JAILHOUSE_CELL_CREATE\terror EBUSY (16)") || !strings.Contains(out, "JAILHOUSE_CELL_DESTROY\tdelay 1m0s") {
 		t.Errorf("faults: %d %q, want the pending error and delay", code, out)
 	}
-	if code, _, errOut := sim("clear"); code != 0 {
-		t.Fatalf("clear: %d %s", code, errOut)
+	code, out, errOut := sim("clear")
+	if code != 0 || !strings.Contains(out, "dropped JAILHOUSE_CELL_CREATE\terror EBUSY (16)") || !strings.Contains(out, "dropped JAILHOUSE_CELL_DESTROY\tdelay 1m0s") {
+		t.Fatalf("clear: %d %q %s; want what it dropped", code, out, errOut)
 	}
 	if code, out, _ := sim("faults"); code != 0 || out != "" {
 		t.Errorf("faults after clear: %d %q, want none", code, out)
+	}
+	if code, out, _ := sim("clear"); code != 0 || out != "nothing to clear\n" {
+		t.Errorf("clear with nothing pending: %d %q", code, out)
+	}
+
+	// A request that took its delay is no longer pending, but hanging:
+	// faults says so, and clear releases it.
+	if code, _, errOut := sim("inject", "delay", "enable", "1h"); code != 0 {
+		t.Fatalf("inject delay: %d %s", code, errOut)
+	}
+	d, err := simdrv.Open(filepath.Join(dir, "sim"), simdrv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enabled := make(chan error, 1)
+	go func() { enabled <- d.Enable(nil) }() // a wedged enable; what it enables does not matter
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, out, _ = sim("faults")
+		if strings.Contains(out, "JAILHOUSE_ENABLE\thanging in pid "+strconv.Itoa(os.Getpid())+" until ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("faults during a wedged enable: %d %q; want it hanging in this process", code, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, out, _ := sim("clear"); code != 0 || !strings.HasPrefix(out, "released JAILHOUSE_ENABLE\thanging") {
+		t.Errorf("clear of a wedged enable: %d %q; want it released", code, out)
+	}
+	select {
+	case <-enabled:
+	case <-time.After(2 * time.Second):
+		t.Fatal("clear did not release the wedged enable")
+	}
+	if code, out, _ := sim("faults"); code != 0 || out != "" {
+		t.Errorf("faults after the release: %d %q, want none", code, out)
 	}
 
 	for _, tc := range []struct {

@@ -120,28 +120,56 @@ func (d *Driver) InjectDelay(req string, delay time.Duration) error {
 // the requests waiting in an injected delay now. Cell states and shutdown
 // policies set by hooks stay as they are.
 func (d *Driver) ClearFaults() error {
-	return d.update(func(t *tx) error {
-		t.s.Injected, t.s.Delays = nil, nil
+	_, err := d.ClearFaultsReport()
+	return err
+}
+
+// ClearFaultsReport is ClearFaults, and returns what it dropped and
+// released.
+func (d *Driver) ClearFaultsReport() (Faults, error) {
+	var f Faults
+	err := d.update(func(t *tx) error {
+		f = t.s.faults()
+		t.s.Injected, t.s.Delays, t.s.Hanging = nil, nil, nil
 		t.s.FaultGen++
 		return nil
 	}, nil)
+	return f, err
 }
 
-// Faults are the injected errors and delays not yet used up.
+// Faults are the injected errors and delays not yet used up, and the
+// requests waiting in a delay they took.
 type Faults struct {
-	Errors map[string]unix.Errno    // by jailhouse.Request… name
-	Delays map[string]time.Duration // by jailhouse.Request… name
+	Errors  map[string]unix.Errno    // by jailhouse.Request… name
+	Delays  map[string]time.Duration // by jailhouse.Request… name
+	Hanging map[string]Hang          // by jailhouse.Request… name
 }
 
 // PendingFaults returns the injected errors and delays that no request
-// has taken yet: a test reads it to tell whether a request reached the
-// driver.
+// has taken yet (a test reads it to tell whether a request reached the
+// driver), and the requests hanging in a delay.
 func (d *Driver) PendingFaults() (Faults, error) {
 	s, _, err := d.readState()
 	if err != nil {
 		return Faults{}, err
 	}
-	return Faults{Errors: s.Injected, Delays: s.Delays}, nil
+	return s.faults(), nil
+}
+
+// faults are the state's faults; a hanging request whose process is gone
+// (killed while it waited) is left out.
+func (s *hostState) faults() Faults {
+	f := Faults{Errors: s.Injected, Delays: s.Delays}
+	for req, h := range s.Hanging {
+		if unix.Kill(h.PID, 0) == unix.ESRCH || time.Now().After(h.Until) {
+			continue
+		}
+		if f.Hanging == nil {
+			f.Hanging = map[string]Hang{}
+		}
+		f.Hanging[req] = h
+	}
+	return f
 }
 
 // SetShutdownPolicy sets how the cell's inmate answers the hypervisor's
@@ -197,18 +225,35 @@ func (d *Driver) serveDelay(req string) error {
 	}
 	var delay time.Duration
 	var gen uint64
+	var hang Hang
 	err = d.update(func(t *tx) error {
 		delay, gen = t.s.Delays[req], t.s.FaultGen
 		delete(t.s.Delays, req)
 		if len(t.s.Delays) == 0 {
 			t.s.Delays = nil
 		}
+		if delay > 0 {
+			hang = Hang{PID: os.Getpid(), Until: time.Now().Add(delay).UTC()}
+			if t.s.Hanging == nil {
+				t.s.Hanging = map[string]Hang{}
+			}
+			t.s.Hanging[req] = hang
+		}
 		return nil
 	}, nil)
 	if err != nil || delay <= 0 {
 		return err
 	}
-	end := time.Now().Add(delay)
+	defer d.update(func(t *tx) error {
+		if h, ok := t.s.Hanging[req]; ok && h.PID == hang.PID && h.Until.Equal(hang.Until) {
+			delete(t.s.Hanging, req)
+			if len(t.s.Hanging) == 0 {
+				t.s.Hanging = nil
+			}
+		}
+		return nil
+	}, nil)
+	end := hang.Until
 	for {
 		left := time.Until(end)
 		if left <= 0 {

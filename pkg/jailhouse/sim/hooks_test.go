@@ -2,6 +2,7 @@ package sim
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +143,9 @@ func TestInjectDelay(t *testing.T) {
 			t.Errorf("PendingFaults while the delay is served = %+v, want it taken", f)
 		}
 		must(t, <-destroyed)
+		if f, _ := d.PendingFaults(); len(f.Hanging) != 0 {
+			t.Errorf("PendingFaults after the delay was served = %+v, want nothing hanging", f)
+		}
 		if took := time.Since(began); took < 400*time.Millisecond {
 			t.Errorf("delayed destroy took %v, want at least the injected 400ms", took)
 		}
@@ -160,7 +164,19 @@ func TestInjectDelay(t *testing.T) {
 		started := make(chan error, 1)
 		go func() { started <- d.StartCell("c") }()
 		time.Sleep(100 * time.Millisecond)
-		must(t, d.ClearFaults())
+		// Taken, the delay is no longer pending, but the request is seen
+		// hanging, by this process, for about an hour.
+		f, err := d.PendingFaults()
+		must(t, err)
+		h, ok := f.Hanging[jailhouse.RequestCellStart]
+		if len(f.Delays) != 0 || !ok || h.PID != os.Getpid() || time.Until(h.Until) < 59*time.Minute {
+			t.Fatalf("PendingFaults during the wedged start = %+v; want no delay and the start hanging in pid %d for an hour", f, os.Getpid())
+		}
+		cleared, err := d.ClearFaultsReport()
+		must(t, err)
+		if _, ok := cleared.Hanging[jailhouse.RequestCellStart]; !ok || cleared.Errors[jailhouse.RequestCellDestroy] != unix.EBUSY {
+			t.Errorf("ClearFaultsReport = %+v; want the hanging start and the destroy's EBUSY", cleared)
+		}
 		select {
 		case err := <-started:
 			must(t, err)
@@ -168,6 +184,9 @@ func TestInjectDelay(t *testing.T) {
 			t.Fatal("ClearFaults did not release the request wedged for an hour")
 		}
 		must(t, d.DestroyCell("c")) // the injected EBUSY is gone too
+		if f, _ := d.PendingFaults(); len(f.Hanging)+len(f.Delays)+len(f.Errors) != 0 {
+			t.Errorf("PendingFaults after ClearFaults = %+v, want nothing", f)
+		}
 	})
 	t.Run("refused arguments", func(t *testing.T) {
 		d := enabled(t, Options{})

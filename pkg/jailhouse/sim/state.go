@@ -80,6 +80,16 @@ type hostState struct {
 	// FaultGen counts ClearFaults calls; a delayed call that sees it change
 	// stops waiting.
 	FaultGen uint64 `json:"fault_gen,omitempty"`
+	// Hanging are the requests waiting in an injected delay now, by
+	// request name, so that `runphi sim faults` can say the driver is
+	// wedged after the delay was taken.
+	Hanging map[string]Hang `json:"hanging,omitempty"`
+}
+
+// Hang is a request waiting in an injected delay.
+type Hang struct {
+	PID   int       `json:"pid"`   // the process the request came from
+	Until time.Time `json:"until"` // when the delay ends if nothing clears it
 }
 
 // systemState is what the hypervisor keeps of the system configuration.
