@@ -305,6 +305,18 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 		if !e.Created.IsZero() {
 			p.UptimeSeconds = int64(h.opts.Now().Sub(e.Created) / time.Second)
 		}
+		if !e.Orphaned.IsZero() {
+			// Its container is gone, with its state file and shim: the
+			// advice for a live entry would send the user after a task
+			// that does not exist.
+			p.Problems = append(p.Problems, fmt.Sprintf("the entry is orphaned since %s: its container gave the cell up because it could not be destroyed (%s); every allocation tries to destroy it again and frees the entry once that works",
+				e.Orphaned.Format(time.RFC3339), e.OrphanReason))
+			if c, ok := cellByName[p.Cell]; ok {
+				p.CellID, p.State = c.ID, c.State.String()
+			}
+			rows = append(rows, p)
+			continue
+		}
 		creating := false
 		if t, ok := taskByOwner[e.Owner]; ok {
 			p.Bundle, p.Pod = t.Bundle, t.Pod

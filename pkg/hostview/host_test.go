@@ -84,28 +84,35 @@ func TestPartitionsNameEachInconsistency(t *testing.T) {
 		setup func(t *testing.T, h *host)
 		owner string
 		want  string // substring of a problem
+		only  bool   // and the row has no other problem
 	}{
 		{"cell destroyed behind the ledger's back", func(t *testing.T, h *host) {
 			h.run(t, "default", "gone", partitionOpts{shimAlive: true})
 			if err := h.driver.DestroyCell("gone"); err != nil {
 				t.Fatal(err)
 			}
-		}, "default/gone", `the hypervisor has no cell "gone"`},
+		}, "default/gone", `the hypervisor has no cell "gone"`, false},
 		{"shim died", func(t *testing.T, h *host) {
 			h.run(t, "default", "orphan", partitionOpts{})
-		}, "default/orphan", "(pid 4001) is gone"},
+		}, "default/orphan", "(pid 4001) is gone", false},
 		{"no state file", func(t *testing.T, h *host) {
 			h.run(t, "default", "nostate", partitionOpts{noState: true})
-		}, "default/nostate", "no task state file found"},
+		}, "default/nostate", "no task state file found", false},
 		{"a cell whose ledger entry is lost", func(t *testing.T, h *host) {
 			h.run(t, "default", "lost", partitionOpts{shimAlive: true})
 			if err := h.ledger.Release("default/lost"); err != nil {
 				t.Fatal(err)
 			}
-		}, "default/lost", "has no entry for it"},
+		}, "default/lost", "has no entry for it", false},
+		{"an orphaned entry: its container gave up a cell that would not go", func(t *testing.T, h *host) {
+			h.run(t, "default", "stuck", partitionOpts{noState: true})
+			if err := h.ledger.MarkOrphaned("default/stuck", "destroy cell: operation not permitted"); err != nil {
+				t.Fatal(err)
+			}
+		}, "default/stuck", "the entry is orphaned since", true},
 		{"state file of a create in progress", func(t *testing.T, h *host) {
 			h.writeState(t, filepath.Join(h.taskRoot, "default", "half"), taskstate.State{ID: "half", Namespace: "default", ShimPid: 1})
-		}, "default/half", "has not created a cell"},
+		}, "default/half", "has not created a cell", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,6 +128,9 @@ func TestPartitionsNameEachInconsistency(t *testing.T) {
 				}
 				for _, pr := range p.Problems {
 					if strings.Contains(pr, tc.want) {
+						if tc.only && len(p.Problems) > 1 {
+							t.Errorf("%s problems %q, want only that one", tc.owner, p.Problems)
+						}
 						return
 					}
 				}

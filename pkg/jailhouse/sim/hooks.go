@@ -161,7 +161,7 @@ func (d *Driver) PendingFaults() (Faults, error) {
 func (s *hostState) faults() Faults {
 	f := Faults{Errors: s.Injected, Delays: s.Delays}
 	for req, h := range s.Hanging {
-		if unix.Kill(h.PID, 0) == unix.ESRCH || time.Now().After(h.Until) {
+		if processGone(h.PID) || time.Now().After(h.Until) {
 			continue
 		}
 		if f.Hanging == nil {
@@ -210,6 +210,21 @@ func RequestName(req string) (string, error) {
 		return req, nil
 	}
 	return "", fmt.Errorf("unknown request %q (want create, load, start, destroy, enable or disable)", req)
+}
+
+// processGone says pid has exited: it does not exist, or it is a zombie
+// (a killed shim stays one until its parent reaps it).
+func processGone(pid int) bool {
+	if unix.Kill(pid, 0) == unix.ESRCH {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) S …": the state follows the last ')', comm may hold any.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 // delayPoll is how often a delayed request looks for ClearFaults.

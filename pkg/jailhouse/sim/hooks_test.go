@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +218,30 @@ func TestSetShutdownPolicy(t *testing.T) {
 	}
 	if err := d.SetShutdownPolicy("x", "maybe"); err == nil {
 		t.Error("SetShutdownPolicy with an unknown policy succeeded")
+	}
+}
+
+// A request hanging in a delay is not listed once its process is gone, a
+// zombie included: a killed shim is one until its parent reaps it.
+func TestProcessGone(t *testing.T) {
+	if processGone(os.Getpid()) {
+		t.Error("this process counts as gone")
+	}
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	pid := cmd.Process.Pid
+	// Not waited for: it is a zombie once it exits.
+	deadline := time.Now().Add(5 * time.Second)
+	for !processGone(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d, exited and not reaped, still counts as running", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	must(t, cmd.Wait())
+	if !processGone(pid) {
+		t.Errorf("pid %d, reaped, does not count as gone", pid)
 	}
 }
