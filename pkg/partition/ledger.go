@@ -228,6 +228,9 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 			live[c.Name] = true
 		}
 	}
+	// destroyed names the orphans destroyed here: cells still listed in
+	// cells, which must not come back below as cells nobody knows.
+	destroyed := map[string]bool{}
 	changed := false
 	kept := f.Entries[:0]
 	for _, e := range f.Entries {
@@ -241,6 +244,7 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 			}
 			l.Warn("ledger: destroyed an orphaned cell and reclaimed its entry")
 			live[e.Cell] = false
+			destroyed[e.Cell] = true
 		}
 		if !live[e.Cell] && !processAlive(e.PID, e.PIDStart) {
 			logger.WithField("owner", e.Owner).WithField("cell", e.Cell).WithField("pid", e.PID).
@@ -260,7 +264,7 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 	}
 	var foreign []foreignCell
 	for _, c := range cells {
-		if c.ID == 0 || known[c.Name] {
+		if c.ID == 0 || known[c.Name] || destroyed[c.Name] {
 			continue
 		}
 		fc := foreignCell{info: c}

@@ -613,8 +613,15 @@ func TestLedgerOrphanedEntries(t *testing.T) {
 	if err := n.driver.SetShutdownPolicy(old.Cell, sim.PolicyApprove); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.ledger.Allocate(ctx, n.driver, "ns/third", n.board, req); err != nil {
+	third, err := n.ledger.Allocate(ctx, n.driver, "ns/third", n.board, req)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The allocation that reclaimed the orphan may have all it held: the
+	// destroyed cell is not mistaken for one the ledger does not know.
+	if !slices.Equal(third.CPUs, old.CPUs) || !slices.Equal(third.RAM, old.RAM) {
+		t.Errorf("the allocation that reclaimed the orphan got CPUs %v RAM %v, want the orphan's lowest-first CPUs %v and RAM %v",
+			third.CPUs, third.RAM, old.CPUs, old.RAM)
 	}
 	if _, err := n.driver.Cell(old.Cell); !errors.Is(err, jailhouse.ErrCellNotFound) {
 		t.Errorf("orphaned cell after healing: %v, want it destroyed", err)
