@@ -19,6 +19,13 @@ var (
 		"the real hypervisor would wait forever with the root cell frozen")
 	// ErrInjected marks an error planted with InjectError.
 	ErrInjected = errors.New("error injected by a test hook")
+	// ErrPassiveCommRegion means SetShutdownPolicy was asked to make the
+	// inmate of a cell with PASSIVE_COMMREG deny or ignore shutdown
+	// requests. The hypervisor approves such a cell's shutdown without
+	// sending it a request (cell_shutdown_ok), so the policy could never
+	// take effect.
+	ErrPassiveCommRegion = errors.New("the cell has a passive comm region (PASSIVE_COMMREG): " +
+		"the hypervisor approves its shutdown without asking its inmate")
 )
 
 // RequestError is a failed driver request. It is the jailhouse.IoctlError the

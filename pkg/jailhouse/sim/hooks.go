@@ -176,8 +176,10 @@ func (s *hostState) faults() Faults {
 // shutdown requests from now on, as its script's on-shutdown command does:
 // PolicyApprove, PolicyDeny (requests fail with EPERM) or PolicyIgnore (they
 // wait for the reply timeout). A scripted inmate may change it again later;
-// CELL_START resets it to approve. Cells with a passive comm region, shut
-// down or failed cells approve whatever their policy.
+// CELL_START resets it to approve. Shut down or failed cells approve whatever
+// their policy. A cell with a passive comm region is never asked, so deny or
+// ignore there fails with ErrPassiveCommRegion rather than do nothing
+// (approve, what the hypervisor does anyway, succeeds).
 func (d *Driver) SetShutdownPolicy(name, policy string) error {
 	switch policy {
 	case PolicyApprove, PolicyDeny, PolicyIgnore:
@@ -188,6 +190,9 @@ func (d *Driver) SetShutdownPolicy(name, policy string) error {
 		c, err := t.hookCell("set shutdown policy of", name)
 		if err != nil {
 			return err
+		}
+		if policy != PolicyApprove && c.Flags&jailhouse.CellPassiveCommRegion != 0 {
+			return fmt.Errorf("set shutdown policy of cell %q to %s: %w", name, policy, ErrPassiveCommRegion)
 		}
 		c.Policy = policy
 		return nil

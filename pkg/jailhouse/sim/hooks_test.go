@@ -221,6 +221,21 @@ func TestSetShutdownPolicy(t *testing.T) {
 	}
 }
 
+// The hypervisor never asks the inmate of a passive cell, so a policy that
+// could only matter if it did is refused rather than silently kept.
+func TestSetShutdownPolicyOfAPassiveCell(t *testing.T) {
+	d := enabled(t, Options{ReplyTimeout: 100 * time.Millisecond})
+	run(t, d, testCell(t, "p", []int{2}, passive), "sleep 1h")
+	for _, policy := range []string{PolicyDeny, PolicyIgnore} {
+		err := d.SetShutdownPolicy("p", policy)
+		if !errors.Is(err, ErrPassiveCommRegion) || !strings.Contains(err.Error(), `cell "p"`) {
+			t.Errorf("SetShutdownPolicy(%s) of a passive cell: %v, want ErrPassiveCommRegion naming the cell", policy, err)
+		}
+	}
+	must(t, d.SetShutdownPolicy("p", PolicyApprove)) // what the hypervisor does anyway
+	must(t, d.DestroyCell("p"))
+}
+
 // A request hanging in a delay is not listed once its process is gone, a
 // zombie included: a killed shim is one until its parent reaps it.
 func TestProcessGone(t *testing.T) {
