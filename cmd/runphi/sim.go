@@ -27,7 +27,7 @@ func init() {
 			"  faults                          list pending injections and requests hanging in a delay\n" +
 			"  state CELL STATE                set a cell's state (failed, running/locked, running, shut down)\n" +
 			"  fail-cpu CELL CPU               park one CPU of a cell\n" +
-			"  policy CELL approve|deny|ignore how the cell's inmate answers shutdown requests",
+			"  policy CELL approve|deny|ignore how the cell's inmate answers shutdown requests (deny and ignore need an active comm region)",
 		run: runSim,
 	})
 }
@@ -143,7 +143,12 @@ func runSim(env *cmdEnv, args []string) error {
 		if err := need(2); err != nil {
 			return err
 		}
-		return d.SetShutdownPolicy(rest[0], rest[1])
+		err := d.SetShutdownPolicy(rest[0], rest[1])
+		if errors.Is(err, sim.ErrPassiveCommRegion) {
+			return fmt.Errorf("%w; only an inmate with an active comm region is asked, and can deny or ignore the request "+
+				"(the image's boot/config.json \"comm_region\": \"active\", docs/boot-description.md)", err)
+		}
+		return err
 	}
 	return usagef("unknown action %q", action)
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -8,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
 	simdrv "github.com/runphi/runphi/pkg/jailhouse/sim"
+	"github.com/runphi/runphi/pkg/partition"
 )
 
 func TestSimCommand(t *testing.T) {
@@ -102,5 +108,87 @@ func TestSimCommand(t *testing.T) {
 	}
 	if code, _, errOut := runCmd(t, "sim", "--config", jh, "clear"); code != 1 || !strings.Contains(errOut, "simulator only") {
 		t.Errorf("sim on a jailhouse backend: %d %q, want a refusal", code, errOut)
+	}
+}
+
+// startSimPartition enables the simulator of the runphi.toml in dir (if it
+// is not yet) and starts a partition for container id whose inmate runs
+// until killed; commRegion is its boot description's comm_region. It
+// returns the simulator and the partition's cell name.
+func startSimPartition(t *testing.T, dir, id, commRegion string) (*simdrv.Driver, string) {
+	t.Helper()
+	b, err := partition.LoadBoard("qemu-arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := simdrv.Open(filepath.Join(dir, "sim"), simdrv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on, err := d.Enabled(); err != nil {
+		t.Fatal(err)
+	} else if !on {
+		blob, err := b.SystemConfig().MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Enable(blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rootfs := filepath.Join(dir, "rootfs-"+id)
+	writeTestFile(t, filepath.Join(rootfs, "boot/config.json"), `{"os_var":"zephyr","comm_region":"`+commRegion+`"}`)
+	writeTestFile(t, filepath.Join(rootfs, "boot/boot.bin"), "#!runphi-sim\nsleep 1h\n")
+	p, err := partition.Create(context.Background(), partition.Options{
+		ID: id, Namespace: "default", Rootfs: rootfs, Spec: &specs.Spec{Linux: &specs.Linux{}},
+		Board: b, Driver: d, Ledger: partition.OpenLedger(filepath.Join(dir, "state", "ledger.json")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return d, p.Name()
+}
+
+// The hypervisor approves a passive cell's shutdown without asking its
+// inmate, so `sim policy` refuses deny and ignore there instead of doing
+// nothing, and says why; on an active cell deny takes effect.
+func TestSimPolicyNeedsAnActiveCommRegion(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "runphi.toml")
+	writeTestFile(t, config, strings.ReplaceAll(simConfig, "$DIR", dir))
+	d, passive := startSimPartition(t, dir, "p1", "passive")
+	_, active := startSimPartition(t, dir, "a1", "active")
+	policy := func(cell, p string) (int, string) {
+		code, _, errOut := runCmd(t, "sim", "--config", config, "policy", cell, p)
+		return code, errOut
+	}
+
+	for _, p := range []string{"deny", "ignore"} {
+		code, errOut := policy(passive, p)
+		if code != 1 || !strings.Contains(errOut, "passive comm region") || !strings.Contains(errOut, `"comm_region": "active"`) {
+			t.Errorf("sim policy %s %s of a passive cell: exit %d, %q; want exit 1 saying it has a passive comm region", passive, p, code, errOut)
+		}
+	}
+	if code, errOut := policy(passive, "approve"); code != 0 {
+		t.Errorf("sim policy %s approve of a passive cell: exit %d, %q; want 0 (what the hypervisor does anyway)", passive, code, errOut)
+	}
+	if err := d.DestroyCell(passive); err != nil {
+		t.Errorf("destroy of the passive cell: %v", err)
+	}
+
+	if code, errOut := policy(active, "deny"); code != 0 {
+		t.Fatalf("sim policy %s deny of an active cell: exit %d, %q", active, code, errOut)
+	}
+	if err := d.DestroyCell(active); !errors.Is(err, unix.EPERM) {
+		t.Errorf("destroy of an active cell whose inmate denies: %v, want EPERM", err)
+	}
+	if code, errOut := policy(active, "approve"); code != 0 {
+		t.Fatalf("sim policy %s approve: exit %d, %q", active, code, errOut)
+	}
+	if err := d.DestroyCell(active); err != nil {
+		t.Errorf("destroy of the active cell once its inmate approves: %v", err)
 	}
 }
