@@ -14,6 +14,11 @@
 // task state file are read through packages config and taskstate, the
 // same code the shim uses.
 //
+// A ledger that cannot be read does not blind the view: Partitions and
+// CellOwners still say what the task state files, runphi's saved cell
+// configurations and the hypervisor show, and return the ledger's error
+// beside it, because a damaged host is when the operator needs them most.
+//
 // Everything that reads the host takes its roots (/proc, sysfs) from
 // Options, so tests run on fabricated trees.
 package hostview

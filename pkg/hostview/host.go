@@ -258,21 +258,32 @@ type Partition struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Owner is "<namespace>/<container id>".
-func (p Partition) Owner() string { return p.Namespace + "/" + p.ContainerID }
+// Owner is "<namespace>/<container id>"; empty for a runphi cell whose
+// container nothing names (a row Partitions adds when the ledger cannot be
+// read).
+func (p Partition) Owner() string {
+	if p.Namespace == "" && p.ContainerID == "" {
+		return ""
+	}
+	return p.Namespace + "/" + p.ContainerID
+}
 
 // Partitions joins the ledger, the cells and the task states. Every ledger
 // entry is a row; so is a state file that names a partition the ledger
 // does not know. Rows come in ledger order, then the others by owner.
-// The error is set only when the ledger cannot be read; sources that fail
-// otherwise (the hypervisor, a state file) are returned as warnings and
-// the rows say what they lack.
+// Sources that fail (the hypervisor, a state file) are returned as
+// warnings and the rows say what they lack.
+//
+// The error is set only when the ledger cannot be read, and the rows are
+// still returned: those the task state files give, joined with the cells,
+// with the ledger's columns (RAM, created, uptime) empty, and one row
+// without an owner for each cell that no state file names but whose
+// configuration runphi saved (so runphi created it). A damaged ledger is
+// when the operator most needs to see what runs.
 func (h *Host) Partitions() ([]Partition, []error, error) {
 	var warnings []error
-	entries, err := h.Ledger()
-	if err != nil {
-		return nil, nil, err
-	}
+	entries, ledgerErr := h.Ledger()
+	ledgerKnown := ledgerErr == nil
 	cells, cellsErr := h.Cells()
 	if cellsErr != nil {
 		// Still list what the ledger holds; each row then says the
@@ -334,7 +345,7 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 		h.checkShim(&p)
 		if creating && cellsKnown && p.ShimAlive {
 			if _, ok := cellByName[p.Cell]; !ok {
-				p.State = stateCreating
+				p.State = StateCreating
 				rows = append(rows, p)
 				continue
 			}
@@ -355,7 +366,7 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 		h.checkShim(&p)
 		switch {
 		case t.State.Partition == nil && p.ShimAlive:
-			p.State = stateCreating
+			p.State = StateCreating
 		case t.State.Partition == nil:
 			p.Problems = append(p.Problems, "the shim has not created a cell for it (Create in progress, or it failed and the shim died)")
 		default:
@@ -363,24 +374,54 @@ func (h *Host) Partitions() ([]Partition, []error, error) {
 			if _, ok := cellByName[p.Cell]; cellsKnown && !ok {
 				// Killed, or its cell was destroyed: the resources are back
 				// in the pool and the task waits for its Delete.
-				p.State = stateDestroyed
+				p.State = StateDestroyed
 				break
 			}
-			p.Problems = append(p.Problems, fmt.Sprintf("the ledger %s has no entry for it", h.cfg.LedgerPath()))
+			if ledgerKnown {
+				p.Problems = append(p.Problems, fmt.Sprintf("the ledger %s has no entry for it", h.cfg.LedgerPath()))
+			}
 			h.joinCell(&p, cellsKnown, cellByName)
 		}
 		extra = append(extra, p)
 	}
 	slices.SortFunc(extra, func(a, b Partition) int { return strings.Compare(a.Owner(), b.Owner()) })
-	return append(rows, extra...), warnings, nil
+	rows = append(rows, extra...)
+	if !ledgerKnown {
+		rows = append(rows, h.unnamedCells(cells, tasks)...)
+	}
+	return rows, warnings, ledgerErr
+}
+
+// unnamedCells are the rows of the cells runphi created (their saved
+// configuration says so) that no task state file names, for when the
+// ledger, which would name their owners, cannot be read.
+func (h *Host) unnamedCells(cells []jailhouse.CellInfo, tasks []Task) []Partition {
+	named := map[string]bool{}
+	for _, t := range tasks {
+		if t.State.Partition != nil {
+			named[t.State.Partition.Cell] = true
+		}
+	}
+	var rows []Partition
+	for _, c := range cells {
+		if c.ID == 0 || named[c.Name] || !h.savedConfig(c.Name) {
+			continue
+		}
+		rows = append(rows, Partition{
+			Cell: c.Name, CellID: c.ID, State: c.State.String(), CPUs: c.CPUs,
+			Problems: []string{fmt.Sprintf("runphi created this cell (its configuration is saved in %s), but no task state file names its container (looked in the bundles of running shims and containerd daemons) and the ledger cannot be read",
+				h.configPath(c.Name))},
+		})
+	}
+	return rows
 }
 
 // The State of a row that has no cell: a Create that has not made it yet,
 // and a task whose cell was destroyed (killed, or from outside) and whose
 // resources are back in the pool, until `ctr task rm`.
 const (
-	stateCreating  = "creating"
-	stateDestroyed = "destroyed"
+	StateCreating  = "creating"
+	StateDestroyed = "destroyed"
 )
 
 func (h *Host) joinCell(p *Partition, cellsKnown bool, cellByName map[string]jailhouse.CellInfo) {

@@ -2,6 +2,7 @@ package hostview
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -295,4 +296,84 @@ func TestHypervisorBeforeAnyPartition(t *testing.T) {
 			t.Fatalf("Cells = %v, want ErrNotLoaded", err)
 		}
 	})
+}
+
+// A damaged ledger is when the operator needs ps most: the partitions the
+// task state files and the cells show are still listed, and the error names
+// the file and where it is broken.
+func TestPartitionsWithAnUnreadableLedger(t *testing.T) {
+	h := newHost(t)
+	h.run(t, "default", "t1", partitionOpts{started: true, shimAlive: true})
+	// Its container's bundle is nowhere to be found, but runphi saved the
+	// configuration of its cell.
+	h.run(t, "default", "lost", partitionOpts{noState: true})
+	writeTestFile(t, h.cfg.LedgerPath(), "{garbage\n")
+
+	parts, _, err := h.view().Partitions()
+	if err == nil || !strings.Contains(err.Error(), h.cfg.LedgerPath()) || !strings.Contains(err.Error(), "offset 1") {
+		t.Fatalf("Partitions error = %v, want one naming %s and offset 1", err, h.cfg.LedgerPath())
+	}
+	if len(parts) != 2 {
+		t.Fatalf("%d rows, want t1 (its state file) and the cell lost (its saved configuration): %+v", len(parts), parts)
+	}
+	t1, lost := parts[0], parts[1]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"the task's row comes from its state file", t1.Owner(), "default/t1"},
+		{"its cell is joined", [3]any{t1.Cell, t1.CellID, t1.State}, [3]any{"t1", 1, "running"}},
+		{"its CPUs come from the cell", jailhouse.FormatCPUList(t1.CPUs), "2"},
+		{"the ledger's columns are empty", [2]any{len(t1.RAM), t1.Created.IsZero()}, [2]any{0, true}},
+		{"no problem is invented from the missing entry", len(t1.Problems), 0},
+		{"a runphi cell nothing names has no owner", lost.Owner(), ""},
+		{"but it is listed with its cell", [3]any{lost.Cell, lost.CellID, jailhouse.FormatCPUList(lost.CPUs)}, [3]any{"lost", 2, "3"}},
+		{"and says how runphi knows it is its own", len(lost.Problems) == 1 && strings.Contains(lost.Problems[0], filepath.Join(h.cfg.StateDir, "cells", "lost.cell")), true},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestCellOwners(t *testing.T) {
+	h := newHost(t)
+	h.run(t, "default", "t1", partitionOpts{shimAlive: true})
+	h.run(t, "default", "kept", partitionOpts{noState: true})
+	// A cell neither the ledger (once readable), a state file nor a saved
+	// configuration names: someone else's, as far as runphi can tell.
+	h.run(t, "default", "other", partitionOpts{noState: true})
+	if err := h.ledger.Release("default/other"); err != nil {
+		t.Fatal(err)
+	}
+	v := h.view()
+	cells, err := v.Cells()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners, _, err := v.CellOwners(cells)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]CellOwner{
+		"t1": {Owner: "default/t1", Runphi: true}, "kept": {Owner: "default/kept", Runphi: true}, "other": {},
+	}
+	if !maps.Equal(owners, want) {
+		t.Errorf("readable ledger: owners %+v, want %+v", owners, want)
+	}
+
+	writeTestFile(t, h.cfg.LedgerPath(), "{garbage\n")
+	owners, _, err = v.CellOwners(cells)
+	if err == nil || !strings.Contains(err.Error(), "offset 1") {
+		t.Fatalf("CellOwners error = %v, want the ledger's, with its offset", err)
+	}
+	want = map[string]CellOwner{
+		"t1":    {Owner: "default/t1", Runphi: true}, // its task state file names it
+		"kept":  {Runphi: true},                      // its saved configuration
+		"other": {Unknown: true},                     // only the ledger could tell
+	}
+	if !maps.Equal(owners, want) {
+		t.Errorf("unreadable ledger: owners %+v, want %+v", owners, want)
+	}
 }
