@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +26,14 @@ type ledgerOutput struct {
 	Ledger string `json:"ledger"`
 	// Entries is never null.
 	Entries []ledgerRow `json:"entries"`
+	// Error is why the file could not be read (naming it and the
+	// position); Entries is then empty and the command exits 1.
+	Error string `json:"error,omitempty"`
+	// SavedConfigs are the cell configurations runphi keeps beside the
+	// ledger (<state_dir>/cells/<cell>.cell, one per partition created
+	// and not yet released), listed only when the file cannot be read:
+	// with `runphi config inspect` they show what each partition holds.
+	SavedConfigs []string `json:"saved_configs,omitempty"`
 }
 
 // ledgerRow is one entry with what an operator needs besides the record:
@@ -59,7 +68,7 @@ func runLedger(env *cmdEnv, args []string) error {
 	l := partition.OpenLedger(*path)
 	entries, err := l.Entries()
 	if err != nil {
-		return err
+		return unreadableLedger(env, l, err, *asJSON)
 	}
 	out := ledgerOutput{Ledger: *path, Entries: []ledgerRow{}}
 	for _, e := range entries {
@@ -79,6 +88,35 @@ func runLedger(env *cmdEnv, args []string) error {
 			ramText(r.RAM), interruptsText(r.Pins), ivshmemText(r.Entry), uartText(r.Entry), shimText(r), ageText(r.Created))
 	}
 	return w.Flush()
+}
+
+// unreadableLedger reports a ledger file that cannot be read. No entry of
+// it is shown: a half-parsed file would be guessed, not read. What runphi
+// still has is the saved configuration of every partition's cell, so the
+// report lists those and the commands that show what they hold; exit 1.
+// The error comes first, then what can be shown.
+func unreadableLedger(env *cmdEnv, l *partition.Ledger, readErr error, asJSON bool) error {
+	saved, _ := filepath.Glob(l.ConfigPath("*"))
+	if asJSON {
+		out := ledgerOutput{Ledger: l.Path(), Entries: []ledgerRow{}, Error: readErr.Error(), SavedConfigs: saved}
+		if err := emitJSON(env, out); err != nil {
+			return err
+		}
+		return &codeError{code: 1, err: readErr}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "no entry of %s can be read, so none is shown.\n", l.Path())
+	if len(saved) == 0 {
+		fmt.Fprintf(&b, "%s holds no saved cell configuration; runphi saves one for each partition before creating its cell, so no partition seems to hold a cell (`runphi cells` shows what the hypervisor has).\n",
+			filepath.Dir(l.ConfigPath("")))
+	} else {
+		fmt.Fprintf(&b, "runphi keeps each partition's cell configuration beside it; `runphi config inspect FILE` shows what each holds:\n")
+		for _, f := range saved {
+			fmt.Fprintf(&b, "  %s\n", f)
+		}
+	}
+	b.WriteString("`runphi ps` lists the partitions from their task state files; `runphi doctor` says how to repair the file.")
+	return &codeError{code: 1, err: fmt.Errorf("%w\n%s", readErr, b.String())}
 }
 
 func interruptsText(pins []uint32) string {

@@ -37,6 +37,10 @@ type psOutput struct {
 	// Warnings are sources that could not be read (a corrupt state file,
 	// the hypervisor); the rows are still listed.
 	Warnings []string `json:"warnings,omitempty"`
+	// LedgerError is why the ledger could not be read (the file and the
+	// position); the rows then come from the task state files and the
+	// cells, without the ledger's columns, and ps exits 1.
+	LedgerError string `json:"ledger_error,omitempty"`
 }
 
 // Exit codes of ps, cells and stats: 0 listed, 1 something could not be
@@ -60,10 +64,7 @@ func runPs(env *cmdEnv, args []string) error {
 		return err
 	}
 	h := hostview.Open(cfg, hostview.Options{TaskRoots: roots, OpenSimulator: backend.OpenSimulator})
-	parts, warns, err := h.Partitions()
-	if err != nil {
-		return err
-	}
+	parts, warns, ledgerErr := h.Partitions()
 	out := psOutput{Config: cfg.Source, Backend: cfg.Backend, Ledger: cfg.LedgerPath(), Partitions: parts}
 	if out.Partitions == nil {
 		out.Partitions = []hostview.Partition{}
@@ -71,30 +72,48 @@ func runPs(env *cmdEnv, args []string) error {
 	for _, w := range warns {
 		out.Warnings = append(out.Warnings, w.Error())
 	}
+	// A ledger that cannot be read still lets ps list what the other
+	// sources show; the exit status says the listing is incomplete.
+	var result error
+	if ledgerErr != nil {
+		out.LedgerError = ledgerErr.Error()
+		result = &codeError{code: 1, err: fmt.Errorf("%w; listed only what the task state files and the hypervisor show (no RAM, creation time or uptime); `runphi doctor` says how to repair the file", ledgerErr)}
+	}
 	if *asJSON {
-		return emitJSON(env, out)
+		if err := emitJSON(env, out); err != nil {
+			return err
+		}
+		return result
 	}
 	for _, w := range out.Warnings {
 		fmt.Fprintf(env.stderr, "runphi ps: warning: %s\n", w)
 	}
 	if len(parts) == 0 {
-		fmt.Fprintf(env.stderr, "no partitions (ledger %s)\n", cfg.LedgerPath())
-		return nil
+		if ledgerErr != nil {
+			fmt.Fprintf(env.stderr, "no partitions found in the task state files or the hypervisor\n")
+		} else {
+			fmt.Fprintf(env.stderr, "no partitions (ledger %s)\n", cfg.LedgerPath())
+		}
+		return result
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONTAINER\tNAMESPACE\tPOD\tCELL\tID\tSTATE\tCPUS\tRAM\tCONSOLE\tUPTIME")
 	for _, p := range parts {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			p.ContainerID, p.Namespace, podText(p.Pod), dash(p.Cell), cellIDText(p.CellID), dash(p.State),
+			dash(p.ContainerID), dash(p.Namespace), podText(p.Pod), dash(p.Cell), cellIDText(p.CellID), dash(p.State),
 			dash(jailhouse.FormatCPUList(p.CPUs)), ramText(p.RAM), p.Console, uptimeText(p))
 	}
 	tw.Flush()
 	for _, p := range parts {
+		name := p.Owner()
+		if name == "" {
+			name = "cell " + p.Cell
+		}
 		for _, pr := range p.Problems {
-			fmt.Fprintf(env.stdout, "%s/%s: %s\n", p.Namespace, p.ContainerID, pr)
+			fmt.Fprintf(env.stdout, "%s: %s\n", name, pr)
 		}
 	}
-	return nil
+	return result
 }
 
 func podText(p *hostview.Pod) string {

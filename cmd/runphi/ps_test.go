@@ -186,3 +186,63 @@ func skipOnJailhouseHost(t *testing.T) {
 		t.Skip("/dev/jailhouse exists: the jailhouse backend is the default here")
 	}
 }
+
+// A corrupt ledger leaves the operator's tools working: ps lists what the
+// task state files and the hypervisor show, cells names the owners it can,
+// ledger says what it cannot read and what runphi still has, and each
+// names the file and the offset of the damage.
+func TestCommandsWithACorruptLedger(t *testing.T) {
+	h := newSimHost(t)
+	ledger := filepath.Join(filepath.Dir(h.cfgPath), "state", "ledger.json")
+	writeTestFile(t, ledger, "{garbage\n")
+	damage := ledger + ": invalid JSON at line 1, column 2 (offset 1)"
+	saved := filepath.Join(filepath.Dir(ledger), "cells", "t1.cell")
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   []string
+		stderr   []string
+		noStdout string
+	}{
+		{"ps lists the partition from its state file and exits 1 naming the damage",
+			[]string{"ps", "--config", h.cfgPath, "--bundle-root", h.taskRoot}, 1,
+			[]string{"t1", "running"}, []string{"runphi ps: ledger " + damage, "listed only what"}, ""},
+		{"ps --json has the rows and the ledger's error",
+			[]string{"ps", "--json", "--config", h.cfgPath, "--bundle-root", h.taskRoot}, 1,
+			[]string{`"container_id": "t1"`, `"state": "running"`, `"ledger_error": "ledger ` + damage}, []string{damage}, ""},
+		{"cells names the owner its state file gives",
+			[]string{"cells", "--config", h.cfgPath, "--bundle-root", h.taskRoot}, 0,
+			[]string{"default/t1"}, []string{"warning: ledger " + damage}, "(not runphi)"},
+		{"without its state file, cells still knows runphi made the cell from its saved configuration",
+			[]string{"cells", "--config", h.cfgPath}, 0,
+			[]string{"(runphi, container unknown)"}, []string{"warning: ledger " + damage}, "(not runphi)"},
+		{"ledger says the error first, then the saved configurations",
+			[]string{"ledger", "--config", h.cfgPath}, 1,
+			nil, []string{"runphi ledger: ledger " + damage, "no entry of " + ledger + " can be read", saved}, ""},
+		{"ledger --json carries the error and the saved configurations",
+			[]string{"ledger", "--json", "--config", h.cfgPath}, 1,
+			[]string{`"entries": []`, `"error": "ledger ` + damage, saved}, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := runCmd(t, tc.args...)
+			ok := code == tc.code && (tc.noStdout == "" || !strings.Contains(out, tc.noStdout))
+			for _, s := range tc.stdout {
+				ok = ok && strings.Contains(out, s)
+			}
+			for _, s := range tc.stderr {
+				ok = ok && strings.Contains(errOut, s)
+			}
+			if !ok {
+				t.Errorf("runphi %q = %d\nstdout: %s\nstderr: %s\nwant %d, stdout ∋ %q ∌ %q, stderr ∋ %q",
+					tc.args, code, out, errOut, tc.code, tc.stdout, tc.noStdout, tc.stderr)
+			}
+		})
+	}
+	// The ledger's error comes before what it shows.
+	_, _, errOut := runCmd(t, "ledger", "--config", h.cfgPath)
+	if !strings.HasPrefix(errOut, "runphi ledger: ledger "+ledger) {
+		t.Errorf("ledger's stderr does not start with the error:\n%s", errOut)
+	}
+}
