@@ -538,8 +538,7 @@ func (d *doctor) checkState(h *hostview.Host, cfg config.Config, board *partitio
 	}
 	parts, _, err := h.Partitions()
 	if err != nil {
-		d.add("state", statusFail, err.Error(),
-			fmt.Sprintf("if no partition runs, move %s away; otherwise repair it by hand (runphi ledger shows what it can read)", cfg.LedgerPath()))
+		d.add("state", statusFail, err.Error(), ledgerRepair(h, cfg, parts))
 		return
 	}
 	var bad []string
@@ -557,6 +556,68 @@ func (d *doctor) checkState(h *hostview.Host, cfg config.Config, board *partitio
 		return
 	}
 	d.add("state", statusOK, fmt.Sprintf("ledger %s: %d partition(s), consistent with the hypervisor", cfg.LedgerPath(), len(parts)), "")
+}
+
+// ledgerRepair says how to get past a ledger file that cannot be read,
+// given the partitions ps lists without it. Moving the file away is safe
+// once no cell but the root cell is left. While partitions run it is not:
+// without their entries the allocator would see their CPUs, RAM,
+// interrupts and links (sysfs and the saved configurations) but not their
+// network slots or serial ports, which a new partition could then take. So
+// they are stopped first (their cells go, only the release of their
+// entries fails), or the file is rebuilt. A delete that failed on the
+// damaged file left its task and its saved configuration behind.
+func ledgerRepair(h *hostview.Host, cfg config.Config, parts []hostview.Partition) string {
+	ledger := cfg.LedgerPath()
+	l := partition.OpenLedger(ledger)
+	moveAway := fmt.Sprintf("mv %s %s.corrupt (runphi then starts an empty ledger)", ledger, ledger)
+	cells, err := h.Cells()
+	if err != nil {
+		return fmt.Sprintf("the hypervisor's cells cannot be read either, so whether partitions run is unknown; once `runphi cells` lists only the root cell, %s", moveAway)
+	}
+	var running, saved []string
+	for _, c := range cells {
+		if c.ID == 0 {
+			continue
+		}
+		running = append(running, fmt.Sprintf("%q", c.Name))
+		saved = appendSaved(saved, l, c.Name)
+	}
+	var stopped []string
+	for _, p := range parts {
+		if p.State == hostview.StateDestroyed {
+			stopped = append(stopped, p.Owner())
+			saved = appendSaved(saved, l, p.Cell)
+		}
+	}
+	leftovers := ""
+	if len(saved) > 0 {
+		leftovers = ", and rm " + strings.Join(saved, " ")
+	}
+	if len(running) == 0 {
+		fix := "no cell but the root cell exists, so no partition holds anything: " + moveAway
+		if len(stopped) > 0 {
+			fix += fmt.Sprintf(", then `ctr task rm` %s again (its cell is gone; its delete failed on the damaged file)%s", strings.Join(stopped, ", "), leftovers)
+		}
+		return fix
+	}
+	these := "cell " + running[0] + " still exists"
+	if len(running) > 1 {
+		these = "cells " + strings.Join(running, ", ") + " still exist"
+	}
+	return fmt.Sprintf("%s. Until the file is repaired no partition can be created, and deleting one fails at releasing its entry. "+
+		"Either stop them: `ctr task kill -s SIGKILL` each (its cell is destroyed; the kill reports the failed release), then, once `runphi cells` lists only the root cell, %s, `ctr task rm` them again%s. "+
+		"Or keep them and rebuild the file by hand (format: docs/allocation.md#the-ledger) from `runphi ps` (owners, cells, CPUs) and `runphi config inspect %s` (what each cell holds)",
+		these, moveAway, leftovers, l.ConfigPath("<cell>"))
+}
+
+// appendSaved appends the saved configuration of cell, if there is one.
+func appendSaved(saved []string, l *partition.Ledger, cell string) []string {
+	p := l.ConfigPath(cell)
+	if _, err := os.Stat(p); err != nil || slices.Contains(saved, p) {
+		return saved
+	}
+	return append(saved, p)
 }
 
 // supported containerd versions: the shim speaks the 1.6 … 2.4 protocols

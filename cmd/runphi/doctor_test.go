@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runphi/runphi/pkg/hostview"
 	"github.com/runphi/runphi/pkg/jailhouse/sim"
@@ -283,4 +287,94 @@ func TestDoctorExitCodeAndJSON(t *testing.T) {
 			t.Errorf("JSON lacks %s:\n%s", want, out)
 		}
 	}
+}
+
+// doctor's advice for a corrupt ledger must be something that works: moving
+// the file away only once no partition holds a cell, and until then the
+// commands that stop them or show what to rebuild it from.
+func TestDoctorSaysHowToRepairACorruptLedger(t *testing.T) {
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, h *doctorHost, ledger string)
+		want   []string // substrings of the fix, besides moving the file away
+		noWant string
+	}{
+		{name: "no partition: move the file away, nothing else", noWant: "ctr"},
+		{name: "a partition runs: stop it first, or rebuild the file",
+			setup: func(t *testing.T, h *doctorHost, ledger string) { createPartition(t, h.simDir, ledger, "t1") },
+			want: []string{`cell "t1" still exists`, "ctr task kill -s SIGKILL", "`ctr task rm` them again",
+				"rm " + filepath.Join("STATE", "cells", "t1.cell"), "docs/allocation.md#the-ledger"}},
+		{name: "a killed partition waits for its delete: remove it once the file is moved",
+			setup: func(t *testing.T, h *doctorHost, ledger string) {
+				p := createPartition(t, h.simDir, ledger, "t1")
+				// Its kill destroyed the cell; the release failed on the
+				// damaged file, and so does its delete.
+				if err := p.Destroy(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				writeTestFile(t, filepath.Join(filepath.Dir(ledger), "cells", "t1.cell"), "kept")
+				// containerd keeps the task's bundle under its state dir.
+				cstate := filepath.Join(h.dir, "cstate")
+				writeTestFile(t, filepath.Join(h.dir, "config.toml"), "version = 2\nstate = \""+cstate+"\"\n"+
+					"disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \""+h.dir+"/c.sock\"\n")
+				bundle := filepath.Join(cstate, "io.containerd.runtime.v2.task", "default", "t1")
+				state, _ := json.Marshal(map[string]any{
+					"version": 1, "id": "t1", "namespace": "default", "bundle": bundle, "shim_pid": os.Getpid(),
+					"config":    map[string]any{"backend": "sim", "state_dir": filepath.Dir(ledger), "sim_dir": h.simDir, "board": "qemu-arm64"},
+					"partition": p.Record(),
+				})
+				writeTestFile(t, filepath.Join(bundle, "runphi.json"), string(state))
+			},
+			want: []string{"`ctr task rm` default/t1 again", "rm " + filepath.Join("STATE", "cells", "t1.cell")}, noWant: "SIGKILL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newDoctorHost(t, simConfig)
+			h.enableSim(t, "qemu-arm64")
+			ledger := filepath.Join(h.dir, "state", "ledger.json")
+			if tc.setup != nil {
+				tc.setup(t, h, ledger)
+			}
+			writeTestFile(t, ledger, "{garbage\n")
+			st, c := statusOf(checkHost(h.opts), "state")
+			if st != statusFail || !strings.Contains(c.Detail, ledger+": invalid JSON at line 1, column 2 (offset 1)") {
+				t.Fatalf("state check %q %q, want a failure naming %s and the offset", st, c.Detail, ledger)
+			}
+			want := append([]string{"mv " + ledger + " " + ledger + ".corrupt"}, tc.want...)
+			for _, w := range want {
+				w = strings.ReplaceAll(w, "STATE", filepath.Dir(ledger))
+				if !strings.Contains(c.Fix, w) {
+					t.Errorf("fix lacks %q:\n%s", w, c.Fix)
+				}
+			}
+			if tc.noWant != "" && strings.Contains(c.Fix, tc.noWant) {
+				t.Errorf("fix has %q:\n%s", tc.noWant, c.Fix)
+			}
+		})
+	}
+}
+
+// createPartition creates a partition named id in the simulator at simDir,
+// recorded in the ledger at ledger, as a shim would.
+func createPartition(t *testing.T, simDir, ledger, id string) *partition.Partition {
+	t.Helper()
+	b, err := partition.LoadBoard("qemu-arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := sim.Open(simDir, sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	writeTestFile(t, filepath.Join(rootfs, "boot/config.json"), `{"os_var":"zephyr"}`)
+	writeTestFile(t, filepath.Join(rootfs, "boot/boot.bin"), "#!runphi-sim\nloop 100000\nsleep 1s\nend\n")
+	p, err := partition.Create(context.Background(), partition.Options{
+		ID: id, Namespace: "default", Rootfs: rootfs, Spec: &specs.Spec{Linux: &specs.Linux{}},
+		Board: b, Driver: d, Ledger: partition.OpenLedger(ledger),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
