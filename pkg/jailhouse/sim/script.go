@@ -83,6 +83,19 @@ func (e *ScriptError) Error() string {
 	return fmt.Sprintf("runphi-sim script line %d: %s", e.Line, e.Msg)
 }
 
+// CheckScript parses payload as CELL_START would if a cell started in it,
+// for tools that refuse a broken script before it is ever loaded (`runphi
+// image build`). It returns nil for a payload that is not a script, which
+// the simulator runs silently, and otherwise the *ScriptError the inmate
+// would crash with.
+func CheckScript(payload []byte) error {
+	if !isScript(payload) {
+		return nil
+	}
+	_, err := parseScript(payload)
+	return err
+}
+
 // isScript reports whether an image payload is a scripted inmate.
 func isScript(data []byte) bool {
 	first, _, _ := bytes.Cut(cString(data), []byte("\n"))

@@ -272,3 +272,36 @@ func TestRestartRunsTheScriptAgain(t *testing.T) {
 		t.Errorf("output after a restart %q, want the script's output twice", got)
 	}
 }
+
+// CheckScript is what `runphi image build` runs on a payload: the parse of
+// CELL_START, so a script the inmate would crash on is refused at build
+// time with the same message, and an opaque payload is left alone.
+func TestCheckScript(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload string
+		want    string // "" when the payload is accepted
+	}{
+		{"a good script", "#!runphi-sim\nprint up\nsleep 1s\nexit\n", ""},
+		{"an opaque payload", "\x7fELF binary bytes", ""},
+		{"a script with CRLF lines", "#!runphi-sim\r\nprint up\r\n", ""},
+		{"a script cut at its NUL", "#!runphi-sim\nprint up\n\x00garbage\nnot a command\n", ""},
+		{"sleep without a unit", "#!runphi-sim\nprint a\n# wait\nsleep 1\n", `runphi-sim script line 4: sleep: "1" is not a Go duration`},
+		{"loop without end", "#!runphi-sim\nloop 2\n", "runphi-sim script line 2: loop without end"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckScript([]byte(tc.payload))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("CheckScript: %v", err)
+				}
+				return
+			}
+			var se *ScriptError
+			if !errors.As(err, &se) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("CheckScript = %v, want a *ScriptError saying %q", err, tc.want)
+			}
+		})
+	}
+}
