@@ -173,7 +173,7 @@ func findBootDescription(root *os.Root) (string, bool, error) {
 			return p, false, &BootDescriptionError{File: p, Err: imageFileError(err)}
 		}
 		if !fi.Mode().IsRegular() {
-			return p, false, &BootDescriptionError{File: p, Err: fmt.Errorf("not a regular file (%s)", fi.Mode().Type())}
+			return p, false, &BootDescriptionError{File: p, Err: errNotRegular(fi)}
 		}
 		return p, true, nil
 	}
@@ -184,7 +184,8 @@ func findBootDescription(root *os.Root) (string, bool, error) {
 // the rootfs at the host path rootfs. It returns ErrNoBootDescription when
 // the image has none, and a *BootDescriptionError for anything wrong with
 // it: invalid JSON (with line and column), a key of the wrong type, a
-// relative path or one leaving the rootfs, a missing payload.
+// relative path or one leaving the rootfs, a missing payload, a
+// starting_vaddress no board can load at (checkStartingVAddress).
 func ReadBootDescription(rootfs string) (*BootDescription, error) {
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
@@ -211,6 +212,9 @@ func readBootDescription(root *os.Root) (*BootDescription, error) {
 		return nil, err
 	}
 	if err := d.checkPayloads(root); err != nil {
+		return nil, err
+	}
+	if err := d.checkStartingVAddress(root); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -381,8 +385,64 @@ func (d *BootDescription) checkPayloads(root *os.Root) error {
 			return &BootDescriptionError{File: d.File, Key: p.key, Err: fmt.Errorf("payload %s: %w", *p.value, imageFileError(err))}
 		}
 		if !fi.Mode().IsRegular() {
-			return &BootDescriptionError{File: d.File, Key: p.key, Err: fmt.Errorf("payload %s is not a regular file (%s)", *p.value, fi.Mode().Type())}
+			return &BootDescriptionError{File: d.File, Key: p.key, Err: fmt.Errorf("payload %s %w", *p.value, errNotRegular(fi))}
 		}
+	}
+	return nil
+}
+
+// checkStartingVAddress checks starting_vaddress by the rules of Create
+// that hold on every board, so that `runphi image build`, which reads the
+// description the same way, refuses what Create would, in the same words:
+//
+//   - What starts at the address must end below 2^64, as every range of a
+//     cell does (address plus size may not wrap to 0): a raw inmate's bytes
+//     (loaded there on any cell), and for a generated cell its RAM, at
+//     least a page, which starts there whatever the payload.
+//   - For a generated cell the address is 4 KiB aligned, because the RAM
+//     region starts at it. A prebuilt cell's RAM does not, so a raw binary
+//     may be loaded at any byte of it.
+//
+// The range comes first: an address with no room above it is out of range
+// whatever its low bits, and "not aligned" would send the author looking
+// for the wrong mistake. Where the address lands on the board (its reserved
+// ranges, the partition's RAM size) is left to Create. It runs after
+// checkPayloads, so the inmate is known to be a regular file.
+func (d *BootDescription) checkStartingVAddress(root *os.Root) error {
+	if !d.HasStartingVAddress || d.RPUReq {
+		return nil
+	}
+	load := d.StartingVAddress
+	fail := func(err error) error { return &BootDescriptionError{File: d.File, Key: "starting_vaddress", Err: err} }
+	generated := d.Cell == ""
+	// need is how many bytes start at the address; what says which.
+	var need uint64
+	var what string
+	if generated {
+		need, what = pageSize, "the partition RAM starting there, at least 4 KiB,"
+	}
+	if !d.IsLinux() {
+		f, size, isELF, err := openInmate(root, d)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		// An ELF is loaded where it was linked, not at the address.
+		if !isELF {
+			payload := fmt.Sprintf("payload %s (%s)", d.Inmate, formatSize(uint64(size)))
+			if generated {
+				need = max(need, alignUp(uint64(size), pageSize))
+				what = fmt.Sprintf("the partition RAM starting there, at least %s to hold %s,", formatSize(need), payload)
+			} else {
+				need, what = uint64(size), payload+" starting there"
+			}
+		}
+	}
+	if need > ^uint64(0)-load {
+		return fail(fmt.Errorf("%#x is out of range: %s would wrap around the end of the 64-bit address space", load, what))
+	}
+	if generated && load%pageSize != 0 {
+		return fail(fmt.Errorf("load address %#x is not 4 KiB aligned (the partition RAM starts at the load address)", load))
 	}
 	return nil
 }
@@ -447,6 +507,15 @@ func imageFileError(err error) error {
 	return err
 }
 
+// errNotRegular says what an image file that must be a regular file is
+// instead, with its whole mode: the type bits alone print as "d---------".
+func errNotRegular(fi fs.FileInfo) error {
+	if fi.IsDir() {
+		return errors.New("is a directory, not a regular file")
+	}
+	return fmt.Errorf("is not a regular file (%s)", fi.Mode())
+}
+
 // readImageFile reads the regular file at the image path p, refusing files
 // larger than limit bytes without reading them.
 func readImageFile(root *os.Root, p string, limit int64) ([]byte, error) {
@@ -460,7 +529,7 @@ func readImageFile(root *os.Root, p string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+		return nil, errNotRegular(fi)
 	}
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("file is %d bytes, more than the %d allowed", fi.Size(), limit)

@@ -1,6 +1,7 @@
 package partition
 
 import (
+	"debug/elf"
 	"errors"
 	"io/fs"
 	"os"
@@ -301,7 +302,7 @@ func TestReadBootDescriptionErrors(t *testing.T) {
 			name:  "payload is a directory",
 			files: []rootfsFile{configJSON(`{"inmate": "/boot/dir"}`), {path: "/boot/dir/x", data: "x"}},
 			file:  "/boot/config.json", key: "inmate",
-			text: []string{"not a regular file"},
+			text: []string{"payload /boot/dir is a directory, not a regular file"},
 		},
 		{
 			name: "payload symlink escaping the rootfs",
@@ -328,7 +329,7 @@ func TestReadBootDescriptionErrors(t *testing.T) {
 			name:  "config.json is a directory",
 			files: []rootfsFile{{path: "/boot/config.json/x", data: "x"}, bootBin()},
 			file:  "/boot/config.json",
-			text:  []string{"not a regular file"},
+			text:  []string{"boot description /boot/config.json: is a directory, not a regular file"},
 		},
 		{
 			name:  "Linux kernel missing",
@@ -390,5 +391,83 @@ func TestFindBootDescription(t *testing.T) {
 	p, found, err := FindBootDescription(dir)
 	if err != nil || !found || p != "/boot/configuration.json" {
 		t.Errorf("FindBootDescription = %q, %v, %v", p, found, err)
+	}
+}
+
+// starting_vaddress is checked by the rules that hold on every board when
+// the boot description is read, so `runphi image build` (which reads it
+// the same way) refuses what Create would, with the same words. Range is
+// checked before alignment: an address with no room above it is out of
+// range, whatever its low bits.
+func TestStartingVAddressBoardFree(t *testing.T) {
+	payload := func(n int) rootfsFile { return rootfsFile{path: "/boot/boot.bin", data: strings.Repeat("x", n)} }
+	tests := []struct {
+		name    string
+		files   []rootfsFile
+		text    []string // "" text: the description is accepted
+		notText string
+	}{
+		{name: "aligned", files: []rootfsFile{configJSON(`{"starting_vaddress":"0x70000000"}`), payload(1)}},
+		{name: "the last page but one of the address space",
+			files: []rootfsFile{configJSON(`{"starting_vaddress":"0xffffffffffffe000"}`), payload(4096)}},
+		// Its end, 2^64, is 0 in a cell's 64-bit arithmetic.
+		{name: "the last page of the address space",
+			files:   []rootfsFile{configJSON(`{"starting_vaddress":"0xfffffffffffff000"}`), payload(4096)},
+			text:    []string{"0xfffffffffffff000 is out of range: the partition RAM starting there, at least 4 KiB to hold payload /boot/boot.bin (4 KiB), would wrap around the end of the 64-bit address space"},
+			notText: "aligned"},
+		{name: "unaligned",
+			files: []rootfsFile{configJSON(`{"starting_vaddress":"0x70000001"}`), payload(1)},
+			text:  []string{"load address 0x70000001 is not 4 KiB aligned"}},
+		{name: "unaligned, as a JSON number",
+			files: []rootfsFile{configJSON(`{"starting_vaddress":1879048193}`), payload(1)},
+			text:  []string{"load address 0x70000001 is not 4 KiB aligned"}},
+		{name: "the top byte of the address space",
+			files:   []rootfsFile{configJSON(`{"starting_vaddress":"0xffffffffffffffff"}`), payload(2)},
+			text:    []string{"0xffffffffffffffff is out of range: the partition RAM starting there, at least 4 KiB to hold payload /boot/boot.bin (2 bytes), would wrap around the end of the 64-bit address space"},
+			notText: "aligned"},
+		{name: "a raw payload running past the end of the address space",
+			files: []rootfsFile{configJSON(`{"starting_vaddress":"0xfffffffffffff000"}`), payload(4097)},
+			text:  []string{"0xfffffffffffff000 is out of range: the partition RAM starting there, at least 8 KiB to hold payload /boot/boot.bin (4097 bytes), would"}},
+		{name: "an ELF is loaded where linked, but the partition RAM still starts at the address",
+			files: []rootfsFile{configJSON(`{"starting_vaddress":"0xffffffffffffff00"}`),
+				{path: "/boot/boot.bin", data: string(makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0, elfSeg{data: make([]byte, 8)}))}},
+			text:    []string{"0xffffffffffffff00 is out of range: the partition RAM starting there, at least 4 KiB, would wrap around the end"},
+			notText: "aligned"},
+		{name: "a Linux cell's RAM starts at the address too",
+			files: []rootfsFile{configJSON(`{"os_var":"linux","kernel":"/k","dtb":"/d","starting_vaddress":"0x80000800"}`),
+				{path: "/k", data: "k"}, {path: "/d", data: "d"}},
+			text: []string{"load address 0x80000800 is not 4 KiB aligned"}},
+		// A prebuilt cell's RAM does not start at the load address, so
+		// the raw binary may sit anywhere in it; it must still fit below
+		// the end of the address space.
+		{name: "unaligned into a prebuilt cell",
+			files: []rootfsFile{configJSON(`{"cell":"/boot/x.cell","starting_vaddress":"0x70000001"}`), payload(1), {path: "/boot/x.cell", data: "c"}}},
+		{name: "past the end of the address space in a prebuilt cell",
+			files: []rootfsFile{configJSON(`{"cell":"/boot/x.cell","starting_vaddress":"0xffffffffffffffff"}`), payload(2), {path: "/boot/x.cell", data: "c"}},
+			text:  []string{"0xffffffffffffffff is out of range: payload /boot/boot.bin (2 bytes) starting there would wrap around the end"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ReadBootDescription(makeRootfs(t, tt.files...))
+			if tt.text == nil {
+				if err != nil {
+					t.Fatalf("ReadBootDescription: %v", err)
+				}
+				return
+			}
+			var be *BootDescriptionError
+			if !errors.As(err, &be) || be.File != "/boot/config.json" || be.Key != "starting_vaddress" || !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("ReadBootDescription = %v, want an InvalidArgument *BootDescriptionError for /boot/config.json key starting_vaddress", err)
+			}
+			msg := err.Error()
+			for _, w := range append(tt.text, `boot description /boot/config.json: key "starting_vaddress"`) {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q does not contain %q", msg, w)
+				}
+			}
+			if tt.notText != "" && strings.Contains(msg, tt.notText) {
+				t.Errorf("message %q says %q, which is not the problem", msg, tt.notText)
+			}
+		})
 	}
 }

@@ -4,8 +4,16 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/runphi/runphi/pkg/fdt"
 )
 
 // CheckPayload is what `runphi image build` runs: the payload checks of
@@ -33,7 +41,7 @@ func TestCheckPayload(t *testing.T) {
 	}{
 		{name: "raw binary", files: inmate([]byte("x"))},
 		{name: "arm64 ELF", files: inmate(arm64ELF)},
-		{name: "arm ELF", files: inmate(makeELF(elf.EM_ARM, elf.ELFCLASS32, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 0x20)}))},
+		{name: "arm ELF", files: inmate(makeELF(elf.EM_ARM, elf.ELFCLASS32, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 0x200)}))},
 		{name: "ELF with a .bss larger than any RAM is not loaded to check it",
 			files: inmate(makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 0x20), memsz: 1 << 40}))},
 		{name: "arm64 Image", files: linux(arm64Image(0x10000, 0), string(fixtureDTB(t)))},
@@ -57,6 +65,10 @@ func TestCheckPayload(t *testing.T) {
 		{name: "truncated Image.gz", files: linux(gzipped(t, arm64Image(0x10000, 0))[:100], string(fixtureDTB(t))),
 			key: "kernel", text: "gunzip"},
 		{name: "device tree that is none", files: linux(arm64Image(0x10000, 0), "not a dtb"), key: "dtb", text: "device tree /boot/cell.dtb"},
+		{name: "ELF whose entry point is in no segment", files: inmate(makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0x5000, elfSeg{data: make([]byte, 0x200)})),
+			key: "inmate", text: "payload /boot/app: entry point 0x5000 is in no loaded segment"},
+		{name: "device tree without #address-cells", files: linux(arm64Image(0x10000, 0), string(withoutRootProperty(t, fixtureDTB(t), "#address-cells"))),
+			key: "dtb", text: "device tree /boot/cell.dtb: the root node has no #address-cells"},
 		{name: "prebuilt cell that does not decode",
 			files: []rootfsFile{configJSON(`{"cell":"/boot/x.cell"}`), {path: "/boot/x.cell", data: "JHCLL\x02garbage"}, {path: "/boot/boot.bin", data: "x"}},
 			key:   "cell", text: "/boot/x.cell"},
@@ -76,9 +88,57 @@ func TestCheckPayload(t *testing.T) {
 				return
 			}
 			var bde *BootDescriptionError
-			if !errors.As(err, &bde) || bde.Key != tt.key || !strings.Contains(err.Error(), tt.text) {
+			if !errors.As(err, &bde) || bde.File != "/boot/config.json" || bde.Key != tt.key ||
+				!strings.Contains(err.Error(), `boot description /boot/config.json: key "`+tt.key+`": `) || !strings.Contains(err.Error(), tt.text) {
 				t.Errorf("CheckPayload = %v\nwant a boot description error for key %q saying %q", err, tt.key, tt.text)
 			}
 		})
+	}
+}
+
+// rpu_req fails Create on every board for now, so it fails the build too,
+// as NotImplemented naming the key.
+func TestCheckPayloadRPU(t *testing.T) {
+	rootfs := makeRootfs(t, configJSON(`{"rpu_req":true,"inmate":"/boot/r5.elf"}`), rootfsFile{path: "/boot/r5.elf", data: "x"})
+	d, err := ReadBootDescription(rootfs)
+	if err != nil {
+		t.Fatalf("ReadBootDescription: %v", err)
+	}
+	err = CheckPayload(rootfs, d)
+	if want := `boot description /boot/config.json: key "rpu_req": Cortex-R5 partitions need an Omnivisor board`; !errdefs.IsNotImplemented(err) ||
+		!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "no RPU load path on any board") {
+		t.Errorf("CheckPayload = %v, want NotImplemented saying %q", err, want)
+	}
+}
+
+// withoutRootProperty returns the device tree dtb without the root node's
+// property name.
+func withoutRootProperty(t *testing.T, dtb []byte, name string) []byte {
+	t.Helper()
+	tr, err := fdt.Parse(dtb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Root.Properties = slices.DeleteFunc(tr.Root.Properties, func(p fdt.Property) bool { return p.Name == name })
+	out, err := tr.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A payload that is neither a regular file nor a directory is named with
+// its real mode, not only its type bits ("p---------").
+func TestPayloadFIFO(t *testing.T) {
+	rootfs := makeRootfs(t, configJSON(`{"inmate":"/boot/fifo"}`))
+	if err := unix.Mkfifo(filepath.Join(rootfs, "boot", "fifo"), 0o640); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	if err := os.Chmod(filepath.Join(rootfs, "boot", "fifo"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ReadBootDescription(rootfs)
+	if want := `key "inmate": payload /boot/fifo is not a regular file (prw-r-----)`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("ReadBootDescription = %v, want %q", err, want)
 	}
 }

@@ -46,7 +46,7 @@ var elfMagic = []byte{0x7f, 'E', 'L', 'F'}
 func readPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (*payload, error) {
 	switch {
 	case d.RPUReq:
-		return nil, rpuNotImplemented(d, b)
+		return nil, rpuNotImplemented(d)
 	case d.IsLinux():
 		lp, err := readLinuxPayload(root, d, b, ram)
 		if err != nil {
@@ -95,7 +95,7 @@ func openInmate(root *os.Root, d *BootDescription) (_ *os.File, size int64, isEL
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, 0, false, fail(fmt.Errorf("payload %s is not a regular file (%s)", d.Inmate, fi.Mode().Type()))
+		return nil, 0, false, fail(fmt.Errorf("payload %s %w", d.Inmate, errNotRegular(fi)))
 	}
 	var magic [4]byte
 	n, _ := f.ReadAt(magic[:], 0)
@@ -104,23 +104,28 @@ func openInmate(root *os.Root, d *BootDescription) (_ *os.File, size int64, isEL
 
 // CheckPayload runs the checks of Create's payload step that need no board
 // and no allocation, on the image whose rootfs is at the host path rootfs
-// and whose boot description d is (from ReadBootDescription): what it finds
+// and whose boot description d is (from ReadBootDescription, which has
+// already checked starting_vaddress the way Create does): what it finds
 // wrong, the shim would refuse on any board. `runphi image build` runs it,
-// so a broken payload fails the build rather than `ctr run`.
+// so a broken payload fails the build rather than `ctr run`. Each check is
+// the code Create runs (parseELF, readFiles, kernelMagic), not a copy.
 //
 //   - An ELF inmate: readable, little-endian, a linked executable (ET_EXEC,
 //     not a position-independent ET_DYN), for a machine partitions run
 //     (AArch64 on arm64 boards, ARM on arm boards), with PT_LOAD segments
-//     that do not overlap and whose bytes are all in the file.
+//     that do not overlap or wrap and whose bytes are all in the file, and
+//     an entry point inside one of them.
 //   - A raw inmate: not empty.
 //   - A Linux payload (os_var "linux"): the kernel an arm64 Image (or a
-//     complete Image.gz) or an arm zImage, the device tree a valid FDT,
-//     the initrd (given once) not empty.
+//     complete Image.gz) or an arm zImage, the device tree a valid FDT
+//     whose root says its #address-cells and #size-cells, the initrd
+//     (given once) not empty.
 //   - A prebuilt cell ("cell"): a configuration that decodes.
+//   - rpu_req: refused, as Create refuses it on every board for now.
 //
 // Left to Create: whatever depends on the board (its architecture, the
-// partition's RAM, where the payload lands in the cell) and rpu_req, which
-// needs an Omnivisor board. Errors are *BootDescriptionError naming the key.
+// partition's RAM, where the payload lands in the cell). Errors are
+// *BootDescriptionError naming the key, except rpu_req's NotImplemented.
 func CheckPayload(rootfs string, d *BootDescription) error {
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
@@ -135,7 +140,7 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 	const noLimit = ^uint64(0)
 	switch {
 	case d.RPUReq:
-		return nil
+		return rpuNotImplemented(d)
 	case d.IsLinux():
 		var lp linuxPayload
 		if err := lp.readFiles(root, d, noLimit); err != nil {
@@ -250,10 +255,12 @@ func loadableRanges(c *jailhouse.Cell) string {
 	return formatRanges(rs)
 }
 
-// rpuNotImplemented is the answer to rpu_req: the Omnivisor fork's load
-// path (jailhouse_cell_load with rCPU images, remoteproc firmware) has its
-// ABI in pkg/jailhouse/internal/abi but no driver backend yet.
-func rpuNotImplemented(d *BootDescription, b *Board) error {
-	return fmt.Errorf("boot description %s: key %q: Cortex-R5 partitions need an Omnivisor board and its fork of the Jailhouse driver; board %s has no RPU load path in this runphi: %w",
-		d.File, "rpu_req", b.Name, errdefs.ErrNotImplemented)
+// rpuNotImplemented is the answer to rpu_req on every board: the
+// Omnivisor fork's load path (jailhouse_cell_load with rCPU images,
+// remoteproc firmware) has its ABI in pkg/jailhouse/internal/abi but no
+// driver backend yet. It is NotImplemented, not InvalidArgument, so it is
+// no *BootDescriptionError.
+func rpuNotImplemented(d *BootDescription) error {
+	return fmt.Errorf("boot description %s: key %q: Cortex-R5 partitions need an Omnivisor board and its fork of the Jailhouse driver; this runphi has no RPU load path on any board: %w",
+		d.File, "rpu_req", errdefs.ErrNotImplemented)
 }

@@ -15,6 +15,8 @@ import (
 type elfImage struct {
 	entry uint64
 	segs  []elfSegment
+	// entrySeg is the index in segs of the segment holding entry.
+	entrySeg int
 }
 
 // elfSegment is one PT_LOAD segment: Memsz bytes at the physical address
@@ -132,6 +134,14 @@ func parseELF(r io.ReaderAt, targets []elfTarget, ram uint64, keep bool) (*elfIm
 			return nil, fmt.Errorf("%s overlaps %s", cur, prev)
 		}
 	}
+	// Where the entry point is needs no cell: checked here, a CPU that
+	// would start outside the payload fails the build, not only Create.
+	img.entrySeg = slices.IndexFunc(img.segs, func(s elfSegment) bool {
+		return img.entry >= s.vaddr && img.entry-s.vaddr < s.memsz
+	})
+	if img.entrySeg < 0 {
+		return nil, fmt.Errorf("entry point %#x is in no loaded segment", img.entry)
+	}
 	return img, nil
 }
 
@@ -146,7 +156,8 @@ func compareU64(a, b uint64) int {
 }
 
 // place checks every segment against the cell's loadable RAM and makes the
-// ELF's entry point the cell's cpu_reset_address. Segments are loaded at
+// ELF's entry point (found in a segment by parseELF) the cell's
+// cpu_reset_address. Segments are loaded at
 // their physical addresses (p_paddr), which is where a CPU starting with
 // its MMU off sees them; the entry (a virtual address) is translated
 // through the segment that holds it. A segment outside is an
@@ -162,13 +173,7 @@ func (img *elfImage) place(c *jailhouse.Cell, d *BootDescription, file string) (
 		}
 		images = append(images, jailhouse.Image{Data: s.data, Target: s.paddr})
 	}
-	i := slices.IndexFunc(img.segs, func(s elfSegment) bool {
-		return img.entry >= s.vaddr && img.entry-s.vaddr < uint64(len(s.data))
-	})
-	if i < 0 {
-		return nil, fail(fmt.Errorf("entry point %#x is in no loaded segment", img.entry))
-	}
-	s := img.segs[i]
+	s := img.segs[img.entrySeg]
 	c.CPUResetAddress = img.entry - s.vaddr + s.paddr
 	return images, nil
 }

@@ -109,6 +109,10 @@ func (lp *linuxPayload) readFiles(root *os.Root, d *BootDescription, limit uint6
 	if lp.dtb, err = fdt.Parse(dtb); err != nil {
 		return fail("dtb", fmt.Errorf("device tree %s: %w", d.DTB, err))
 	}
+	// The cell widths are needed to patch the tree whatever the cell is.
+	if _, _, err := rootCells(lp.dtb); err != nil {
+		return fail("dtb", fmt.Errorf("device tree %s: %w", d.DTB, err))
+	}
 	lp.dtbLen = len(dtb)
 	key, path, err := d.initrdPath()
 	if err != nil {
@@ -135,7 +139,7 @@ func readImage(root *os.Root, p string, limit uint64, what string) ([]byte, erro
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", p, fi.Mode().Type())
+		return nil, fmt.Errorf("%s %w", p, errNotRegular(fi))
 	}
 	data, err := readLimited(f, fi.Size(), limit, what)
 	if err != nil {
@@ -336,21 +340,7 @@ func computeLinuxLayout(regions []jailhouse.Memory, cpuReset uint64, arch jailho
 // node with a unit address ("memory@40000000") is the one patched when it
 // is the only one; the tool would add a second, bare /memory beside it.
 func patchLinuxDTB(t *fdt.Tree, regions []jailhouse.Memory, cmdline string, hasCmdline bool, initrdStart, initrdEnd uint64, hasInitrd bool) error {
-	cells := func(name string) (uint32, error) {
-		v, ok := t.Root.Uint32(name)
-		if !ok {
-			return 0, fmt.Errorf("the root node has no %s", name)
-		}
-		if v != 2 {
-			v = 1 // the tool's rule: 2 cells or else 1
-		}
-		return v, nil
-	}
-	ac, err := cells("#address-cells")
-	if err != nil {
-		return err
-	}
-	sc, err := cells("#size-cells")
+	ac, sc, err := rootCells(t)
 	if err != nil {
 		return err
 	}
@@ -386,6 +376,29 @@ func patchLinuxDTB(t *fdt.Tree, regions []jailhouse.Memory, cmdline string, hasC
 		chosen.SetProperty("linux,initrd-end", end)
 	}
 	return nil
+}
+
+// rootCells returns the widths, in cells, of the addresses and sizes
+// patchLinuxDTB writes: the root's #address-cells and #size-cells, read
+// by jailhouse-cell-linux's rule (2, or else 1).
+func rootCells(t *fdt.Tree) (addr, size uint32, err error) {
+	cells := func(name string) (uint32, error) {
+		v, ok := t.Root.Uint32(name)
+		if !ok {
+			return 0, fmt.Errorf("the root node has no %s", name)
+		}
+		if v != 2 {
+			v = 1
+		}
+		return v, nil
+	}
+	if addr, err = cells("#address-cells"); err != nil {
+		return 0, 0, err
+	}
+	if size, err = cells("#size-cells"); err != nil {
+		return 0, 0, err
+	}
+	return addr, size, nil
 }
 
 // place gives the cell's RAM the DMA flag Linux needs (as upstream's

@@ -513,3 +513,18 @@ func TestRPUNotImplemented(t *testing.T) {
 	}
 	n.checkEmpty(t)
 }
+
+// Create refuses a starting_vaddress with no room above it as out of range
+// (the board-free check of the boot description, which `runphi image
+// build` runs too), not as misaligned, and leaves nothing behind.
+func TestCreateStartingVAddressOutOfRange(t *testing.T) {
+	n := newNode(t)
+	rootfs := scriptRootfs(t, `{"starting_vaddress":"0xffffffffffffffff"}`, helloScript)
+	_, err := Create(context.Background(), n.options("top", rootfs, nil))
+	var bde *BootDescriptionError
+	if !errdefs.IsInvalidArgument(err) || !errors.As(err, &bde) || bde.Key != "starting_vaddress" ||
+		!strings.Contains(err.Error(), "0xffffffffffffffff is out of range") || strings.Contains(err.Error(), "aligned") {
+		t.Errorf("Create = %v, want InvalidArgument naming starting_vaddress out of range", err)
+	}
+	n.checkEmpty(t)
+}
