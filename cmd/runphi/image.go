@@ -4,7 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path"
+	"strings"
 
+	"github.com/runphi/runphi/pkg/jailhouse/sim"
 	"github.com/runphi/runphi/pkg/ociimage"
 	"github.com/runphi/runphi/pkg/partition"
 )
@@ -82,12 +86,15 @@ func runImageBuild(env *cmdEnv, args []string) error {
 }
 
 // checkBootDescription, when validate is set, reads the image's boot
-// description with the shim's own parser (partition.ReadBootDescription)
-// and checks its payload with the shim's own board-free checks
-// (partition.CheckPayload: ELF headers, kernel magic, a raw payload not
-// empty), so an image the shim would refuse at Create time on any board
-// fails at build time, naming the file and the key. It returns the inmate
-// path, "" when dir has no boot description or validation is off.
+// description with the shim's own parser (partition.ReadBootDescription,
+// which also checks starting_vaddress as Create does) and checks its
+// payload with the shim's own board-free checks (partition.CheckPayload:
+// ELF headers, kernel magic, a raw payload not empty) and a simulator
+// script with the simulator's own parser, so an image the shim would
+// refuse at Create time on any board, or whose script inmate would crash
+// at start, fails at build time, naming the file and the key. It returns
+// the inmate path, "" when dir has no boot description or validation is
+// off.
 func checkBootDescription(dir string, validate bool) (string, error) {
 	if !validate {
 		return "", nil
@@ -102,9 +109,37 @@ func checkBootDescription(dir string, validate bool) (string, error) {
 	if err := partition.CheckPayload(dir, desc); err != nil {
 		return "", fmt.Errorf("%s: %w", dir, err)
 	}
+	if err := checkSimScript(dir, desc); err != nil {
+		return "", fmt.Errorf("%s: %w", dir, err)
+	}
 	if desc.IsLinux() {
 		// A Linux cell boots its kernel, which is no path to run.
 		return desc.Kernel, nil
 	}
 	return desc.Inmate, nil
+}
+
+// checkSimScript parses the raw inmate of desc, if it is a simulator
+// script ("#!runphi-sim"), with the simulator's parser (sim.CheckScript):
+// the shim cannot, since it is handed a driver and does not know it is the
+// simulator, and a bad script otherwise only shows as an inmate exiting
+// 255 at `ctr run`. The file is read through an os.Root, as the shim reads
+// it, so a symlink cannot leave dir.
+func checkSimScript(dir string, desc *partition.BootDescription) error {
+	if desc.IsLinux() || desc.RPUReq {
+		return nil
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	data, err := root.ReadFile(strings.TrimPrefix(path.Clean(desc.Inmate), "/"))
+	if err != nil {
+		return err
+	}
+	if err := sim.CheckScript(data); err != nil {
+		return &partition.BootDescriptionError{File: desc.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", desc.Inmate, err)}
+	}
+	return nil
 }

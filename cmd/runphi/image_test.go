@@ -145,6 +145,35 @@ func TestImageBuild(t *testing.T) {
 			stderr: `key "kernel": kernel /boot/Image: neither an arm64 Image`,
 		},
 		{
+			name:   "an unaligned starting_vaddress names the file, the key and the problem",
+			files:  map[string]string{"boot/config.json": `{"starting_vaddress":"0x70000001"}`, "boot/boot.bin": "x"},
+			code:   1,
+			stderr: `boot description /boot/config.json: key "starting_vaddress": load address 0x70000001 is not 4 KiB aligned`,
+		},
+		{
+			name:   "a starting_vaddress with no room above it is out of range, not misaligned",
+			files:  map[string]string{"boot/config.json": `{"starting_vaddress":"0xffffffffffffffff"}`, "boot/boot.bin": "xy"},
+			code:   1,
+			stderr: `boot description /boot/config.json: key "starting_vaddress": 0xffffffffffffffff is out of range: the partition RAM starting there, at least 4 KiB to hold payload /boot/boot.bin (2 bytes), would wrap around the end of the 64-bit address space`,
+		},
+		{
+			name:    "a simulator script",
+			files:   map[string]string{"boot/config.json": `{}`, "boot/boot.bin": "#!runphi-sim\nprint up\nsleep 1s\nexit\n"},
+			wantCmd: "/boot/boot.bin",
+		},
+		{
+			name:   "a simulator script the inmate would crash on",
+			files:  map[string]string{"boot/config.json": `{}`, "boot/boot.bin": "#!runphi-sim\nprint up\n# then\nsleep 1\n"},
+			code:   1,
+			stderr: `boot description /boot/config.json: key "inmate": payload /boot/boot.bin: runphi-sim script line 4: sleep: "1" is not a Go duration`,
+		},
+		{
+			name:   "a directory as the payload",
+			files:  map[string]string{"boot/config.json": `{"inmate":"/boot/dir"}`, "boot/dir/x": "x"},
+			code:   1,
+			stderr: `key "inmate": payload /boot/dir is a directory, not a regular file`,
+		},
+		{
 			name:  "--no-validate skips the payload checks too",
 			files: map[string]string{"boot/config.json": `{"inmate":"/boot/app.elf"}`, "boot/app.elf": testELF(elf.EM_X86_64, elf.ET_EXEC)},
 			extra: []string{"--no-validate"},
