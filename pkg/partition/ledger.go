@@ -524,9 +524,11 @@ func processAlive(pid int, start uint64) bool {
 }
 
 // formatSize renders a byte count in the largest binary unit that divides
-// it: "64 MiB", "120 KiB", "4097 bytes".
+// it: "64 MiB", "120 KiB", "4097 bytes", "1 byte".
 func formatSize(n uint64) string {
 	switch {
+	case n == 1:
+		return "1 byte"
 	case n == 0:
 		return "0 bytes"
 	case n%(1<<30) == 0:
