@@ -149,7 +149,7 @@ func allocateEntry(f *ledgerFile, foreign []foreignCell, owner string, b *Board,
 	foreignNames := []string{b.system.RootCell.Name}
 	for _, c := range foreign {
 		foreignNames = append(foreignNames, c.info.Name)
-		c.hold(h)
+		c.hold(h, b)
 	}
 	name, err := freeCellName(f.Entries, foreignNames, ns, id)
 	if err != nil {
@@ -182,8 +182,11 @@ type foreignCell struct {
 	config *jailhouse.Cell
 }
 
-// hold marks what the cell is known to hold as taken.
-func (c foreignCell) hold(h *holdings) {
+// hold marks what the cell is known to hold as taken: besides CPUs, RAM,
+// interrupts and devices, the board's dedicated UART it maps and the
+// ivshmem window slots its devices sit in, which a new partition given the
+// same port or slot would otherwise share with it.
+func (c foreignCell) hold(h *holdings, b *Board) {
 	holder := fmt.Sprintf("cell %q (id %d, not in the ledger)", c.info.Name, c.info.ID)
 	for _, cpu := range c.info.CPUs {
 		h.cpus[cpu] = holder
@@ -195,7 +198,13 @@ func (c foreignCell) hold(h *holdings) {
 		h.cpus[cpu] = holder
 	}
 	for _, m := range c.config.MemoryRegions {
-		if m.Size != 0 && m.Flags&(jailhouse.MemIO|jailhouse.MemCommRegion) == 0 {
+		switch {
+		case m.Size == 0 || m.Flags&jailhouse.MemCommRegion != 0:
+		case m.Flags&jailhouse.MemIO != 0:
+			if u := b.uartAt(m); u != nil && !u.Shared {
+				h.uarts[u.Name] = holder
+			}
+		default:
 			h.ram = append(h.ram, heldRange{memRange(m), holder})
 		}
 	}
@@ -205,7 +214,11 @@ func (c foreignCell) hold(h *holdings) {
 		}
 	}
 	for _, p := range c.config.PCIDevices {
-		h.devices[int(p.BDF>>3)] = holder
+		dev := int(p.BDF >> 3)
+		h.devices[dev] = holder
+		if k := dev - b.IVSHMEM.FirstDevice; p.BDF>>8 == 0 && k >= 0 && k < b.IVSHMEM.Slots {
+			h.slots[k] = holder
+		}
 	}
 }
 
@@ -275,7 +288,7 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 		}
 		logger.WithField("cell", c.Name).WithField("cell_id", c.ID).WithField("cpus", jailhouse.FormatCPUList(c.CPUs)).
 			WithField("config_known", fc.config != nil).
-			Warn("ledger: the hypervisor has a cell the ledger does not know; treating its CPUs (and its RAM, if its configuration is known) as taken")
+			Warn("ledger: the hypervisor has a cell the ledger does not know; treating its CPUs (and its RAM, interrupts, devices, UART and slots, if its configuration is known) as taken")
 		foreign = append(foreign, fc)
 	}
 	return changed, foreign

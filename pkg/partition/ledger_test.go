@@ -636,3 +636,46 @@ func TestLedgerOrphanedEntries(t *testing.T) {
 		t.Errorf("saved configuration of the reclaimed orphan: %v, want it removed", err)
 	}
 }
+
+// A cell runphi created and whose entry was lost keeps its dedicated UART
+// and its ivshmem window slot: a new partition given either would share a
+// serial port or a network link with it.
+func TestLedgerUnknownCellKeepsPortAndSlot(t *testing.T) {
+	n := newNodeOn(t, qemuWithDedicatedUART(t))
+	ctx := context.Background()
+	req := Request{NumCPUs: 1, Memory: 32 * mib, UART: UARTDedicated, Net: true}
+	old, err := n.ledger.Allocate(ctx, n.driver, "ns/old", n.board, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !old.UARTDedicated || len(old.Slots) != 1 {
+		t.Fatalf("setup: old partition got uart %q dedicated %v, slots %v", old.UART, old.UARTDedicated, old.Slots)
+	}
+	c, err := Plan(n.board, req, nil, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ledger.SaveConfig("ns/old", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.driver.CreateCell(cfg); err != nil {
+		t.Fatal(err)
+	}
+	writeLedger(t, n.ledger) // the entry is lost; the cell and its config stay
+
+	_, err = n.ledger.Allocate(ctx, n.driver, "ns/port", n.board, Request{NumCPUs: 1, Memory: 2 * mib, UART: UARTDedicated})
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), fmt.Sprintf("%s (held by cell %q", old.UART, old.Cell)) {
+		t.Errorf("dedicated UART while the unknown cell holds %s: %v", old.UART, err)
+	}
+	a, err := n.ledger.Allocate(ctx, n.driver, "ns/net", n.board, Request{NumCPUs: 1, Memory: 2 * mib, Net: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(a.Slots, old.Slots[0]) {
+		t.Errorf("new partition got ivshmem slot %d, which the unknown cell %q holds", old.Slots[0], old.Cell)
+	}
+}

@@ -30,7 +30,12 @@ type node struct {
 
 func newNode(t *testing.T) *node {
 	t.Helper()
-	b := mustBoard(t)
+	return newNodeOn(t, mustBoard(t))
+}
+
+// newNodeOn is newNode on board b.
+func newNodeOn(t *testing.T, b *Board) *node {
+	t.Helper()
 	d, err := sim.Open(filepath.Join(t.TempDir(), "sim"), sim.Options{})
 	if err != nil {
 		t.Fatalf("sim.Open: %v", err)
