@@ -299,16 +299,34 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 // after a crash. An orphaned entry of the same owner stays: its cell still
 // exists.
 func (l *Ledger) Release(owner string) error {
-	return l.update(func(f *ledgerFile) (bool, error) {
-		n := len(f.Entries)
+	return l.locked(unix.LOCK_EX, func() error {
+		f, err := l.read()
+		if err != nil {
+			return err
+		}
+		var released []string
 		f.Entries = slices.DeleteFunc(f.Entries, func(e Entry) bool {
 			if e.live(owner) {
-				l.removeConfig(e.Cell)
+				released = append(released, e.Cell)
 				return true
 			}
 			return false
 		})
-		return len(f.Entries) != n, nil
+		if len(released) == 0 {
+			return nil
+		}
+		if err := l.write(f); err != nil {
+			return err
+		}
+		// The saved configuration goes only once the entry is gone from
+		// the file, still under the lock (a new partition may take the
+		// same cell name right after): an entry that stays because the
+		// write failed keeps the configuration that says what its cell
+		// holds.
+		for _, cell := range released {
+			l.removeConfig(cell)
+		}
+		return nil
 	})
 }
 
