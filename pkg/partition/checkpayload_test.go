@@ -1,6 +1,7 @@
 package partition
 
 import (
+	"context"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runphi/runphi/pkg/fdt"
+	"github.com/runphi/runphi/pkg/jailhouse"
 )
 
 // CheckPayload is what `runphi image build` runs: the payload checks of
@@ -140,5 +142,74 @@ func TestPayloadFIFO(t *testing.T) {
 	_, err := ReadBootDescription(rootfs)
 	if want := `key "inmate": payload /boot/fifo is not a regular file (prw-r-----)`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("ReadBootDescription = %v, want %q", err, want)
+	}
+}
+
+// A prebuilt cell that breaks a rule of every board (no RAM, a physical
+// PCI device, a comm region that is not one page) fails the build with the
+// *PrebuiltError Create would return, naming the .cell and the part; what
+// it names on a particular board (a CPU Linux keeps, RAM outside the
+// pools) is left to Create.
+func TestCheckPayloadPrebuilt(t *testing.T) {
+	b := mustBoard(t)
+	tests := []struct {
+		name   string
+		change func(c *jailhouse.Cell)
+		field  string // "" when the build accepts it
+		text   string
+	}{
+		{name: "valid cell", change: func(*jailhouse.Cell) {}},
+		{name: "CPU 0, which Linux keeps, is the board's business",
+			change: func(c *jailhouse.Cell) { c.CPUSet = []byte{1, 0, 0, 0, 0, 0, 0, 0} }},
+		{name: "RAM outside the pools is the board's business",
+			change: func(c *jailhouse.Cell) { c.MemoryRegions[0].PhysStart = 0x40000000 }},
+		{name: "no RAM", field: "memory_regions", text: "the cell has no RAM",
+			change: func(c *jailhouse.Cell) {
+				c.MemoryRegions = slices.DeleteFunc(c.MemoryRegions, func(m jailhouse.Memory) bool {
+					return m.Flags&(jailhouse.MemIO|jailhouse.MemCommRegion) == 0
+				})
+			}},
+		{name: "a physical PCI device", field: "pci_devices[0]", text: "partitions get no physical PCI devices",
+			change: func(c *jailhouse.Cell) {
+				c.PCIDevices = []jailhouse.PCIDevice{{Type: jailhouse.PCITypeDevice, BDF: 0x100}}
+			}},
+		{name: "a two-page comm region", text: "a comm region of 8 KiB; it is one 4 KiB page",
+			change: func(c *jailhouse.Cell) {
+				for i := range c.MemoryRegions {
+					if c.MemoryRegions[i].Flags&jailhouse.MemCommRegion != 0 {
+						c.MemoryRegions[i].Size = 2 * pageSize
+					}
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := prebuiltCell(t, b)
+			tt.change(c)
+			rootfs := prebuiltRootfs(t, c)
+			d, err := ReadBootDescription(rootfs)
+			if err != nil {
+				t.Fatalf("ReadBootDescription: %v", err)
+			}
+			err = CheckPayload(rootfs, d)
+			if tt.text == "" {
+				if err != nil {
+					t.Fatalf("CheckPayload: %v", err)
+				}
+				return
+			}
+			var pe *PrebuiltError
+			if !errors.As(err, &pe) || pe.File != "/boot/x.cell" || (tt.field != "" && pe.Field != tt.field) ||
+				!errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), tt.text) {
+				t.Fatalf("CheckPayload = %v\nwant a PrebuiltError for /boot/x.cell %s saying %q", err, tt.field, tt.text)
+			}
+			// Create refuses it in the same words.
+			n := newNode(t)
+			_, cerr := Create(context.Background(), n.options("pre", rootfs, nil))
+			if cerr == nil || !strings.Contains(cerr.Error(), err.Error()) {
+				t.Errorf("Create = %v\nwant it to say %q", cerr, err)
+			}
+			n.checkEmpty(t)
+		})
 	}
 }

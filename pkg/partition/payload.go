@@ -120,12 +120,16 @@ func openInmate(root *os.Root, d *BootDescription) (_ *os.File, size int64, isEL
 //     complete Image.gz) or an arm zImage, the device tree a valid FDT
 //     whose root says its #address-cells and #size-cells, the initrd
 //     (given once) not empty.
-//   - A prebuilt cell ("cell"): a configuration that decodes.
+//   - A prebuilt cell ("cell"): a configuration that decodes and keeps the
+//     rules of every board (checkPrebuiltShape: a CPU, RAM, a one-page comm
+//     region, only VETH ivshmem devices, no cache, port or stream-id
+//     entries). What it names on the board is left to Create.
 //   - rpu_req: refused, as Create refuses it on every board for now.
 //
 // Left to Create: whatever depends on the board (its architecture, the
 // partition's RAM, where the payload lands in the cell). Errors are
-// *BootDescriptionError naming the key, except rpu_req's NotImplemented.
+// *BootDescriptionError naming the key, except rpu_req's NotImplemented
+// and a prebuilt cell's *PrebuiltError, the error Create returns for it.
 func CheckPayload(rootfs string, d *BootDescription) error {
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
@@ -133,7 +137,11 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 	}
 	defer root.Close()
 	if d.Cell != "" {
-		if _, err := readPrebuilt(root, d); err != nil {
+		c, err := readPrebuilt(root, d)
+		if err != nil {
+			return err
+		}
+		if err := checkPrebuiltShape(c, d.Cell); err != nil {
 			return err
 		}
 	}

@@ -77,6 +77,56 @@ func readPrebuilt(root *os.Root, d *BootDescription) (*jailhouse.Cell, error) {
 	return c, nil
 }
 
+// checkPrebuiltShape holds a prebuilt cell to the rules of every board:
+// partitions get no cache partitions, I/O ports or IOMMU stream ids; a
+// cell has a CPU and RAM; a comm region is one page; PCI devices are
+// VETH ivshmem links with the root cell as peer 0. examinePrebuilt checks
+// these first, and `runphi image build` (through CheckPayload) checks them
+// without a board.
+func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
+	deny := func(field, format string, args ...any) error {
+		return &PrebuiltError{File: file, Field: field, Err: fmt.Errorf(format, args...)}
+	}
+	for _, part := range []struct {
+		field string
+		n     int
+	}{{"cache_regions", len(c.CacheRegions)}, {"pio_regions", len(c.PIORegions)}, {"stream_ids", len(c.StreamIDs)}} {
+		if part.n > 0 {
+			return deny(part.field, "%d entries; partitions get no cache partitions, I/O ports or IOMMU stream ids", part.n)
+		}
+	}
+	if len(c.CPUs()) == 0 {
+		return deny("cpus", "the cell has no CPU")
+	}
+	ram := false
+	for i, m := range c.MemoryRegions {
+		switch {
+		case m.Size == 0:
+		case m.Flags&jailhouse.MemCommRegion != 0:
+			if m.Size != pageSize {
+				return deny(fmt.Sprintf("memory_regions[%d]", i), "a comm region of %s; it is one 4 KiB page", formatSize(m.Size))
+			}
+		case m.Flags&(jailhouse.MemIO|jailhouse.MemRootShared) != 0:
+		default:
+			ram = true
+		}
+	}
+	if !ram {
+		return deny("memory_regions", "the cell has no RAM")
+	}
+	for i, p := range c.PCIDevices {
+		field := fmt.Sprintf("pci_devices[%d]", i)
+		if p.Type != jailhouse.PCITypeIVSHMEM {
+			return deny(field, "a %s; partitions get no physical PCI devices", jailhouse.PCITypeName(p.Type))
+		}
+		if p.ShmemPeers != 2 || p.ShmemDevID != 1 || p.ShmemProtocol != jailhouse.ShmemProtoVETH {
+			return deny(field, "device 00:%02x.0 with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
+				p.BDF>>3, p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
+		}
+	}
+	return nil
+}
+
 // examinePrebuilt checks a prebuilt cell against the board: everything it
 // names must be something partitions may have. It does not look at what
 // other partitions hold (allocateExact does, under the ledger lock).
@@ -88,19 +138,11 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 		return nil, fmt.Errorf("prebuilt cell %s is %v revision %d, board %s runs %v revision %d: %w",
 			file, c.Arch, c.Revision, b.Name, b.Arch, b.Revision, errdefs.ErrInvalidArgument)
 	}
+	if err := checkPrebuiltShape(c, file); err != nil {
+		return nil, err
+	}
 	x := &exactRequest{file: file, cell: c, mode: UARTNone}
-	for _, part := range []struct {
-		field string
-		n     int
-	}{{"cache_regions", len(c.CacheRegions)}, {"pio_regions", len(c.PIORegions)}, {"stream_ids", len(c.StreamIDs)}} {
-		if part.n > 0 {
-			return nil, deny(part.field, "%d entries; partitions get no cache partitions, I/O ports or IOMMU stream ids", part.n)
-		}
-	}
 	x.cpus = c.CPUs()
-	if len(x.cpus) == 0 {
-		return nil, deny("cpus", "the cell has no CPU")
-	}
 	for _, cpu := range x.cpus {
 		if !slices.Contains(b.PartitionCPUs, cpu) {
 			return nil, deny("cpus", "CPU %d is not available to partitions on board %s (partitions may use %s; the others stay with root Linux)",
@@ -115,12 +157,9 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 		field := fmt.Sprintf("memory_regions[%d]", i)
 		r := memRange(m)
 		switch {
-		case m.Size == 0:
-			// The empty R/W section of an ivshmem link.
-		case m.Flags&jailhouse.MemCommRegion != 0:
-			if m.Size != pageSize {
-				return nil, deny(field, "a comm region of %s; it is one 4 KiB page", formatSize(m.Size))
-			}
+		case m.Size == 0, m.Flags&jailhouse.MemCommRegion != 0:
+			// The empty R/W section of an ivshmem link; the comm region
+			// (checkPrebuiltShape checked its size).
 		case m.Flags&jailhouse.MemIO != 0:
 			u := b.uartAt(m)
 			if u == nil {
@@ -150,9 +189,6 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 			x.ram = append(x.ram, indexedRange{field, r, m.VirtStart})
 		}
 	}
-	if len(x.ram) == 0 {
-		return nil, deny("memory_regions", "the cell has no RAM")
-	}
 
 	var dedicatedSPI uint32
 	if u := b.uart(x.uart); u != nil && !u.Shared {
@@ -180,18 +216,11 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 	lines := map[int]int{} // INTx line (d & 3) → device
 	for i, p := range c.PCIDevices {
 		field := fmt.Sprintf("pci_devices[%d]", i)
-		if p.Type != jailhouse.PCITypeIVSHMEM {
-			return nil, deny(field, "a %s; partitions get no physical PCI devices", jailhouse.PCITypeName(p.Type))
-		}
 		dev := int(p.BDF >> 3)
 		k := dev - b.IVSHMEM.FirstDevice
 		if p.BDF>>8 != 0 || p.BDF&7 != 0 || b.IVSHMEM.Slots == 0 || k < 0 || k >= b.IVSHMEM.Slots {
 			return nil, deny(field, "ivshmem device at bdf %#x; partitions get the devices of the ivshmem window (00:%02x.0 to 00:%02x.0)",
 				p.BDF, b.IVSHMEM.FirstDevice, b.IVSHMEM.FirstDevice+b.IVSHMEM.Slots-1)
-		}
-		if p.ShmemPeers != 2 || p.ShmemDevID != 1 || p.ShmemProtocol != jailhouse.ShmemProtoVETH {
-			return nil, deny(field, "device 00:%02x.0 with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
-				dev, p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
 		}
 		// One vpci_irq_base per cell puts device d's INTx on
 		// 32 + base + (d & 3): a second device on that line leaves the
