@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 )
 
 // The section header of the console protocol, version 1. All fields are
@@ -250,6 +251,32 @@ func (t *tx) conWrite(c *cellState, s string) int {
 	return n
 }
 
+// segmentData recycles the buffers of console segments between
+// transactions. A flooding inmate fills its 1 MiB ring in every
+// transaction; growing a fresh buffer each time made the simulator, which
+// runs its inmates inside the shim that started them, allocate ~2.5 bytes
+// for every byte printed, and the shim's RSS under a console flood swing
+// with the garbage.
+var segmentData = sync.Pool{New: func() any { return new([]byte) }}
+
+// newSegmentData returns an empty buffer from segmentData.
+func newSegmentData() []byte {
+	return (*segmentData.Get().(*[]byte))[:0]
+}
+
+// recycleOut hands the buffers of the transaction's segments back to
+// segmentData once the commit has written them.
+func (t *tx) recycleOut() {
+	for i := range t.out {
+		if b := t.out[i].data; cap(b) <= 2*conRing {
+			b = b[:0]
+			segmentData.Put(&b)
+		}
+		t.out[i].data = nil
+	}
+	t.out = t.out[:0]
+}
+
 // ringOut queues b for the inmate's ring at its tail and advances the tail.
 func (t *tx) ringOut(c *cellState, b []byte) {
 	pos := c.Con.Tail
@@ -259,7 +286,7 @@ func (t *tx) ringOut(c *cellState, b []byte) {
 		if n := len(t.out); n > 0 && t.out[n-1].serial == c.Serial && t.out[n-1].off+int64(len(t.out[n-1].data)) == off {
 			t.out[n-1].data = append(t.out[n-1].data, b[:chunk]...)
 		} else {
-			t.out = append(t.out, segment{serial: c.Serial, off: off, data: append([]byte(nil), b[:chunk]...)})
+			t.out = append(t.out, segment{serial: c.Serial, off: off, data: append(newSegmentData(), b[:chunk]...)})
 		}
 		b = b[chunk:]
 		pos += uint32(chunk)

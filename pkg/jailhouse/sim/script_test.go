@@ -305,3 +305,55 @@ func TestCheckScript(t *testing.T) {
 		})
 	}
 }
+
+// trickleInmate is a console that takes at most room bytes per run, as a
+// ring its reader drains slowly does.
+type trickleInmate struct {
+	room int
+	out  strings.Builder
+}
+
+func (in *trickleInmate) write(s string) int {
+	n := min(len(s), in.room)
+	in.out.WriteString(s[:n])
+	in.room -= n
+	return n
+}
+func (in *trickleInmate) readLine(*program) (string, bool) { return "", false }
+func (in *trickleInmate) state(opKind)                     {}
+func (in *trickleInmate) setPolicy(string)                 {}
+func (in *trickleInmate) sleep()                           {}
+
+// An inmate whose console is full waits at its print and goes on where it
+// stopped, the line's newline included: a console with room for exactly
+// the text leaves only the newline pending, and nothing is lost, doubled
+// or reordered however the room falls.
+func TestScriptPrintWaitsForTheConsole(t *testing.T) {
+	ops, err := parseScript([]byte("#!runphi-sim\nprint abc\nprint \nprint de\nexit\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "abc\n\nde\n"
+	for _, rooms := range [][]int{{3, 1, 1, 3}, {1, 1, 1, 1, 0, 1, 1, 1, 1}, {4, 0, 1, 2, 1}, {8}} {
+		t.Run(fmt.Sprint(rooms), func(t *testing.T) {
+			p := &program{Ops: ops}
+			in := &trickleInmate{}
+			now := time.Unix(0, 1)
+			for i, room := range rooms {
+				in.room = room
+				p.run(now, in)
+				if i < len(rooms)-1 && p.done() {
+					t.Fatalf("done after %d runs with %q written, before the console took all of it", i+1, in.out.String())
+				}
+				if !p.done() {
+					if _, timed := p.wake(now); timed {
+						t.Fatalf("run %d: an inmate waiting for the console says it waits for time", i+1)
+					}
+				}
+			}
+			if !p.done() || in.out.String() != want {
+				t.Errorf("output %q, done %v; want %q and the program ended", in.out.String(), p.done(), want)
+			}
+		})
+	}
+}

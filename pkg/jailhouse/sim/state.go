@@ -400,7 +400,9 @@ func (d *Driver) updateMarkOf(name string, cell bool, fn func(t *tx) error, afte
 		ferr = fn(t)
 		t.advance()
 	}
-	if err := t.commit(raw); err != nil {
+	err = t.commit(raw)
+	t.recycleOut()
+	if err != nil {
 		return pollMark{}, errors.Join(ferr, err)
 	}
 	if ferr != nil {
