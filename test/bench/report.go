@@ -111,8 +111,8 @@ func render(r *results, m machine) string {
 			r.mbpsPart.median(), r.mbpsRunc.median(), verdict(r.mbpsPart.median() >= 50))
 	}
 	if len(r.stallPeakPart) > 0 {
-		// Bounded: the inmate prints ~70 MB/s into the stall, so memory
-		// that kept it would grow by hundreds of MiB; what the pump may
+		// Bounded: the inmate prints on at tens of MB/s into the stall,
+		// so memory that kept it would grow by hundreds of MiB; what the pump may
 		// hold (a 1 MiB ring, two 128 KiB chunks) plus GC slack (the
 		// shim's GOGC is 40) and the simulator's garbage stays within a
 		// few MiB, which RSS shows as noise of ±3 MiB between samples.
@@ -120,7 +120,7 @@ func render(r *results, m machine) string {
 		// the reader stopped (the Method's definition), not a peak of one
 		// round against the base of another.
 		grow := r.stallGrowthPart().max()
-		p("| P5 shim RSS with a stalled reader: bounded (≤ +8 MiB; the inmate prints on at ~70 MB/s) | %+.0f KiB over %d s, the worst of %d rounds (peak %.1f MiB) | peak %.1f MiB | – | %s |",
+		p("| P5 shim RSS with a stalled reader: bounded (≤ +8 MiB; the inmate prints on at full speed) | %+.0f KiB over %d s, the worst of %d rounds (peak %.1f MiB) | peak %.1f MiB | – | %s |",
 			grow, r.stallSeconds, len(r.stallPeakPart), r.stallPeakPart.max()/1024, r.stallPeakRunc.max()/1024, verdict(grow <= 8192))
 	}
 	p("")
