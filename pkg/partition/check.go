@@ -51,14 +51,19 @@ func checkCell(b *Board, l *Ledger, owner string, cell *jailhouse.Cell) error {
 			}
 		}
 	}
+	if bad := cellErrors(jailhouse.CheckCell(b.system, cell, others...)); len(bad) > 0 {
+		return &CheckError{Cell: cell.Name, Findings: bad}
+	}
+	return nil
+}
+
+// cellErrors keeps the findings that fail a create: errors, not warnings.
+func cellErrors(findings []jailhouse.Finding) []jailhouse.Finding {
 	var bad []jailhouse.Finding
-	for _, f := range jailhouse.CheckCell(b.system, cell, others...) {
+	for _, f := range findings {
 		if f.Severity == jailhouse.SeverityError {
 			bad = append(bad, f)
 		}
 	}
-	if len(bad) > 0 {
-		return &CheckError{Cell: cell.Name, Findings: bad}
-	}
-	return nil
+	return bad
 }

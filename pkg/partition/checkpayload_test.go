@@ -155,8 +155,8 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(c *jailhouse.Cell)
-		field  string // "" when the build accepts it
-		text   string
+		field  string // the PrebuiltError's part; "" for a CheckError
+		text   string // "" when the build accepts it
 	}{
 		{name: "valid cell", change: func(*jailhouse.Cell) {}},
 		{name: "CPU 0, which Linux keeps, is the board's business",
@@ -173,7 +173,23 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 			change: func(c *jailhouse.Cell) {
 				c.PCIDevices = []jailhouse.PCIDevice{{Type: jailhouse.PCITypeDevice, BDF: 0x100}}
 			}},
-		{name: "a two-page comm region", text: "a comm region of 8 KiB; it is one 4 KiB page",
+		{name: "an ivshmem device that is no VETH link, on bus 1", field: "pci_devices[0]",
+			text: "device 01:00.0 with 3 peers",
+			change: func(c *jailhouse.Cell) {
+				c.PCIDevices = []jailhouse.PCIDevice{{Type: jailhouse.PCITypeIVSHMEM, BDF: 0x100, ShmemPeers: 3, ShmemDevID: 1,
+					ShmemProtocol: jailhouse.ShmemProtoVETH}}
+			}},
+		{name: "no LOADABLE region", field: "memory_regions", text: "no region is LOADABLE",
+			change: func(c *jailhouse.Cell) {
+				for i := range c.MemoryRegions {
+					c.MemoryRegions[i].Flags &^= jailhouse.MemLoadable
+				}
+			}},
+		{name: "RAM that is not page-aligned", text: "memory_regions[1]: ", change: func(c *jailhouse.Cell) { c.MemoryRegions[1].Size -= 0x800 }},
+		{name: "the same RAM twice", text: "overlaps", change: func(c *jailhouse.Cell) {
+			c.MemoryRegions = append(c.MemoryRegions, c.MemoryRegions[1])
+		}},
+		{name: "a two-page comm region", field: "memory_regions[2]", text: "a comm region of 8 KiB; it is one 4 KiB page",
 			change: func(c *jailhouse.Cell) {
 				for i := range c.MemoryRegions {
 					if c.MemoryRegions[i].Flags&jailhouse.MemCommRegion != 0 {
@@ -198,18 +214,55 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 				}
 				return
 			}
-			var pe *PrebuiltError
-			if !errors.As(err, &pe) || pe.File != "/boot/x.cell" || (tt.field != "" && pe.Field != tt.field) ||
-				!errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), tt.text) {
-				t.Fatalf("CheckPayload = %v\nwant a PrebuiltError for /boot/x.cell %s saying %q", err, tt.field, tt.text)
+			// what is the part of the error Create says too: a
+			// CheckError names the cell, which Create renames.
+			what := err.Error()
+			if tt.field != "" {
+				var pe *PrebuiltError
+				if !errors.As(err, &pe) || pe.File != "/boot/x.cell" || pe.Field != tt.field ||
+					!errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), tt.text) {
+					t.Fatalf("CheckPayload = %v\nwant a PrebuiltError for /boot/x.cell %s saying %q", err, tt.field, tt.text)
+				}
+			} else {
+				var ce *CheckError
+				if !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), "prebuilt cell /boot/x.cell: ") ||
+					!errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), tt.text) {
+					t.Fatalf("CheckPayload = %v\nwant a CheckError for /boot/x.cell saying %q", err, tt.text)
+				}
+				_, what, _ = strings.Cut(err.Error(), "fails the configuration checks: ")
 			}
 			// Create refuses it in the same words.
 			n := newNode(t)
 			_, cerr := Create(context.Background(), n.options("pre", rootfs, nil))
-			if cerr == nil || !strings.Contains(cerr.Error(), err.Error()) {
-				t.Errorf("Create = %v\nwant it to say %q", cerr, err)
+			if cerr == nil || !strings.Contains(cerr.Error(), what) {
+				t.Errorf("Create = %v\nwant it to say %q", cerr, what)
 			}
 			n.checkEmpty(t)
 		})
 	}
+}
+
+// A payload larger than a prebuilt cell's LOADABLE region is refused with
+// the bound the .cell sets, not advice to raise the spec's memory limit,
+// which does not size a prebuilt cell.
+func TestPrebuiltPayloadTooLarge(t *testing.T) {
+	n := newNode(t)
+	c := prebuiltCell(t, n.board)
+	for i := range c.MemoryRegions {
+		if c.MemoryRegions[i].Flags&jailhouse.MemLoadable != 0 {
+			c.MemoryRegions[i].Size = pageSize
+		}
+	}
+	data, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := makeRootfs(t, configJSON(`{"cell": "/boot/x.cell"}`), rootfsFile{path: "/boot/x.cell", data: string(data)},
+		rootfsFile{path: "/boot/boot.bin", data: strings.Repeat("x", 2*pageSize)})
+	_, err = Create(context.Background(), n.options("pre", rootfs, nil))
+	if err == nil || !strings.Contains(err.Error(), "more than the 4 KiB of the prebuilt cell's largest LOADABLE region") ||
+		strings.Contains(err.Error(), "raise linux.resources.memory.limit") {
+		t.Errorf("Create = %v\nwant the prebuilt cell's LOADABLE region named as the bound", err)
+	}
+	n.checkEmpty(t)
 }

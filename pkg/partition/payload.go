@@ -39,16 +39,16 @@ type payload struct {
 // elfMagic starts every ELF file.
 var elfMagic = []byte{0x7f, 'E', 'L', 'F'}
 
-// readPayload reads the partition's payload through the rootfs. ram is the
-// partition's RAM size, the bound of everything that can be loaded. Linux
+// readPayload reads the partition's payload through the rootfs. room is
+// the bound of everything that can be loaded (payloadLimit). Linux
 // payloads also read the board's linux-loader from the host. Nothing is
 // read outside the rootfs except that loader.
-func readPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (*payload, error) {
+func readPayload(root *os.Root, d *BootDescription, b *Board, room loadRoom) (*payload, error) {
 	switch {
 	case d.RPUReq:
 		return nil, rpuNotImplemented(d)
 	case d.IsLinux():
-		lp, err := readLinuxPayload(root, d, b, ram)
+		lp, err := readLinuxPayload(root, d, b, room)
 		if err != nil {
 			return nil, err
 		}
@@ -65,13 +65,13 @@ func readPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (*payl
 	if isELF {
 		// An ELF carries symbols and debug info: its file size says
 		// nothing about what is loaded, so it is read segment by segment.
-		img, err := readELF(f, b.Arch, ram)
+		img, err := readELF(f, b.Arch, room)
 		if err != nil {
 			return nil, fail(err)
 		}
 		return &payload{kind: payloadELF, key: "inmate", file: d.Inmate, elf: img}, nil
 	}
-	data, err := readLimited(f, size, ram, ramLimit(ram))
+	data, err := readLimited(f, size, room.size, room.String())
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -120,16 +120,19 @@ func openInmate(root *os.Root, d *BootDescription) (_ *os.File, size int64, isEL
 //     complete Image.gz) or an arm zImage, the device tree a valid FDT
 //     whose root says its #address-cells and #size-cells, the initrd
 //     (given once) not empty.
-//   - A prebuilt cell ("cell"): a configuration that decodes and keeps the
-//     rules of every board (checkPrebuiltShape: a CPU, RAM, a one-page comm
-//     region, only VETH ivshmem devices, no cache, port or stream-id
-//     entries). What it names on the board is left to Create.
+//   - A prebuilt cell ("cell"): a configuration that decodes, keeps the
+//     rules of every board (checkPrebuiltShape: a CPU, RAM, a LOADABLE
+//     region, a comm region of one page if any, only VETH ivshmem devices,
+//     no cache, port or stream-id entries) and passes the configuration
+//     checks of the cell alone (jailhouse.CheckCell: page alignment,
+//     overlaps). What it names on the board is left to Create.
 //   - rpu_req: refused, as Create refuses it on every board for now.
 //
 // Left to Create: whatever depends on the board (its architecture, the
 // partition's RAM, where the payload lands in the cell). Errors are
 // *BootDescriptionError naming the key, except rpu_req's NotImplemented
-// and a prebuilt cell's *PrebuiltError, the error Create returns for it.
+// and a prebuilt cell's *PrebuiltError or *CheckError, the errors Create
+// returns for it.
 func CheckPayload(rootfs string, d *BootDescription) error {
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
@@ -144,14 +147,20 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 		if err := checkPrebuiltShape(c, d.Cell); err != nil {
 			return err
 		}
+		// The checks of the cell alone, which Create runs (checkCell)
+		// with the board's system configuration and the live partitions
+		// besides: page alignment, overlaps within the cell, ivshmem
+		// region counts.
+		if bad := cellErrors(jailhouse.CheckCell(nil, c)); len(bad) > 0 {
+			return fmt.Errorf("prebuilt cell %s: %w", d.Cell, &CheckError{Cell: c.Name, Findings: bad})
+		}
 	}
-	const noLimit = ^uint64(0)
 	switch {
 	case d.RPUReq:
 		return rpuNotImplemented(d)
 	case d.IsLinux():
 		var lp linuxPayload
-		if err := lp.readFiles(root, d, noLimit); err != nil {
+		if err := lp.readFiles(root, d, anyRoom); err != nil {
 			return err
 		}
 		if err := checkKernelAnyArch(lp.kernel); err != nil {
@@ -185,7 +194,7 @@ func readLimited(f io.Reader, size int64, limit uint64, what string) ([]byte, er
 		return nil, errEmptyFile
 	}
 	if uint64(size) > limit {
-		return nil, fmt.Errorf("it is %s, more than %s (raise linux.resources.memory.limit)",
+		return nil, fmt.Errorf("it is %s, more than %s",
 			formatSize(uint64(size)), what)
 	}
 	data := make([]byte, size)
@@ -195,8 +204,25 @@ func readLimited(f io.Reader, size int64, limit uint64, what string) ([]byte, er
 	return data, nil
 }
 
-// ramLimit names a RAM size as the limit of what can be loaded.
-func ramLimit(ram uint64) string { return fmt.Sprintf("the partition's %s of RAM", formatSize(ram)) }
+// loadRoom is the most a payload may load, and where that bound comes
+// from, so that an error says what to change: the partition's RAM (the
+// spec's memory limit), or a prebuilt cell's largest LOADABLE region,
+// which only the .cell sets.
+type loadRoom struct {
+	size     uint64
+	prebuilt bool
+}
+
+// anyRoom bounds nothing: CheckPayload's checks, which know no partition.
+var anyRoom = loadRoom{size: ^uint64(0)}
+
+// String names the bound and what raises it, for "more than …" errors.
+func (r loadRoom) String() string {
+	if r.prebuilt {
+		return fmt.Sprintf("the %s of the prebuilt cell's largest LOADABLE region (the .cell sets it; linux.resources.memory.limit does not)", formatSize(r.size))
+	}
+	return fmt.Sprintf("the partition's %s of RAM (raise linux.resources.memory.limit)", formatSize(r.size))
+}
 
 // place computes the images to load into the planned cell, in load order,
 // and sets the cell's cpu_reset_address to the payload's entry point. For

@@ -51,27 +51,27 @@ var elfTargets = []elfTarget{
 }
 
 // readELF reads the loadable segments of an ELF executable for arch. Segment
-// sizes are checked against ram, the most a partition can load, before
+// sizes are checked against room, the most a partition can load, before
 // anything is allocated for them.
-func readELF(r io.ReaderAt, arch jailhouse.Arch, ram uint64) (*elfImage, error) {
+func readELF(r io.ReaderAt, arch jailhouse.Arch, room loadRoom) (*elfImage, error) {
 	i := slices.IndexFunc(elfTargets, func(t elfTarget) bool { return t.arch == arch })
 	if i < 0 {
 		return nil, fmt.Errorf("ELF payloads are supported on arm and arm64 boards, not %v", arch)
 	}
-	return parseELF(r, elfTargets[i:i+1], ram, true)
+	return parseELF(r, elfTargets[i:i+1], room, true)
 }
 
 // checkELF checks an ELF payload as readELF does, for any board runphi
 // runs ELFs on and whatever its RAM: the header, and every segment's file
 // bytes, which are read through but not kept.
 func checkELF(r io.ReaderAt) error {
-	_, err := parseELF(r, elfTargets, ^uint64(0), false)
+	_, err := parseELF(r, elfTargets, anyRoom, false)
 	return err
 }
 
 // parseELF reads an ELF executable for one of targets, its loaded size at
-// most ram, keeping each segment's bytes when keep is set.
-func parseELF(r io.ReaderAt, targets []elfTarget, ram uint64, keep bool) (*elfImage, error) {
+// most room, keeping each segment's bytes when keep is set.
+func parseELF(r io.ReaderAt, targets []elfTarget, room loadRoom, keep bool) (*elfImage, error) {
 	f, err := elf.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable ELF file: %w", err)
@@ -104,9 +104,9 @@ func parseELF(r io.ReaderAt, targets []elfTarget, ram uint64, keep bool) (*elfIm
 			return nil, fmt.Errorf("%s: file size %#x is larger than its memory size %#x", seg, p.Filesz, p.Memsz)
 		}
 		total += p.Memsz
-		if p.Memsz > ram || total > ram {
-			return nil, fmt.Errorf("ELF segment %d (PT_LOAD at %#x) brings the loaded size to %s, more than the partition's %s of RAM (raise linux.resources.memory.limit)",
-				i, p.Paddr, formatSize(total), formatSize(ram))
+		if p.Memsz > room.size || total > room.size {
+			return nil, fmt.Errorf("ELF segment %d (PT_LOAD at %#x) brings the loaded size to %s, more than %s",
+				i, p.Paddr, formatSize(total), room)
 		}
 		if p.Paddr+p.Memsz < p.Paddr {
 			return nil, fmt.Errorf("ELF segment %d (PT_LOAD at %#x, %#x bytes) wraps around the address space", i, p.Paddr, p.Memsz)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/containerd/errdefs"
@@ -62,8 +63,8 @@ type linuxPayload struct {
 }
 
 // readLinuxPayload reads the kernel, DTB and initrd the boot description
-// names, and the board's linux-loader. ram bounds each file.
-func readLinuxPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (*linuxPayload, error) {
+// names, and the board's linux-loader. room bounds each file.
+func readLinuxPayload(root *os.Root, d *BootDescription, b *Board, room loadRoom) (*linuxPayload, error) {
 	lp := &linuxPayload{arch: b.Arch, cmdline: d.Cmdline, hasCmdline: d.HasCmdline}
 	switch b.Arch {
 	case jailhouse.ArchARM64:
@@ -74,10 +75,10 @@ func readLinuxPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (
 		return nil, fmt.Errorf("boot description %s: Linux inmates are supported on arm and arm64 boards, board %s is %v: %w",
 			d.File, b.Name, b.Arch, errdefs.ErrNotImplemented)
 	}
-	if err := lp.readFiles(root, d, ram); err != nil {
+	if err := lp.readFiles(root, d, room); err != nil {
 		return nil, err
 	}
-	if err := lp.checkKernel(ram); err != nil {
+	if err := lp.checkKernel(room); err != nil {
 		return nil, &BootDescriptionError{File: d.File, Key: "kernel", Err: fmt.Errorf("kernel %s: %w", d.Kernel, err)}
 	}
 	var err error
@@ -89,8 +90,8 @@ func readLinuxPayload(root *os.Root, d *BootDescription, b *Board, ram uint64) (
 
 // readFiles reads the image's part of a Linux payload: the kernel as it
 // is in the image, the device tree (parsed) and the initrd, each at most
-// limit bytes and not empty.
-func (lp *linuxPayload) readFiles(root *os.Root, d *BootDescription, limit uint64) error {
+// room.size bytes (a device tree at most maxDTB) and not empty.
+func (lp *linuxPayload) readFiles(root *os.Root, d *BootDescription, room loadRoom) error {
 	fail := func(key string, err error) error { return &BootDescriptionError{File: d.File, Key: key, Err: err} }
 	if d.Kernel == "" {
 		return fail("kernel", errors.New(`os_var "linux" needs the kernel Image (or Image.gz) to boot`))
@@ -99,10 +100,10 @@ func (lp *linuxPayload) readFiles(root *os.Root, d *BootDescription, limit uint6
 		return fail("dtb", errors.New(`os_var "linux" needs a device tree for the partition (jailhouse cell linux -d)`))
 	}
 	var err error
-	if lp.kernel, err = readImage(root, d.Kernel, limit, ramLimit(limit)); err != nil {
+	if lp.kernel, err = readImage(root, d.Kernel, room.size, room.String()); err != nil {
 		return fail("kernel", err)
 	}
-	dtb, err := readImage(root, d.DTB, min(limit, maxDTB), fmt.Sprintf("the %s a device tree may be", formatSize(min(limit, maxDTB))))
+	dtb, err := readImage(root, d.DTB, min(room.size, maxDTB), dtbRoom(room))
 	if err != nil {
 		return fail("dtb", err)
 	}
@@ -120,11 +121,20 @@ func (lp *linuxPayload) readFiles(root *os.Root, d *BootDescription, limit uint6
 	}
 	if path != "" {
 		lp.initrdKey = key
-		if lp.initrd, err = readImage(root, path, limit, ramLimit(limit)); err != nil {
+		if lp.initrd, err = readImage(root, path, room.size, room.String()); err != nil {
 			return fail(key, err)
 		}
 	}
 	return nil
+}
+
+// dtbRoom names the bound of a device tree: maxDTB, or room when that is
+// smaller.
+func dtbRoom(room loadRoom) string {
+	if room.size < maxDTB {
+		return room.String()
+	}
+	return fmt.Sprintf("the %s a device tree may be", formatSize(maxDTB))
 }
 
 // readImage reads a file of the image, at most limit bytes.
@@ -192,7 +202,7 @@ func (d *BootDescription) initrdPath() (key, path string, err error) {
 }
 
 // checkKernel decompresses an arm64 Image.gz and checks the image's magic.
-func (lp *linuxPayload) checkKernel(ram uint64) error {
+func (lp *linuxPayload) checkKernel(room loadRoom) error {
 	gz := isGzip(lp.kernel)
 	if gz && lp.arch == jailhouse.ArchARM {
 		return errors.New("a gzip file: 32-bit arm boots a zImage, which decompresses itself")
@@ -203,12 +213,12 @@ func (lp *linuxPayload) checkKernel(ram uint64) error {
 			return fmt.Errorf("gzip: %w", err)
 		}
 		// A gzip bomb stops at the RAM it could ever be loaded into.
-		out, err := io.ReadAll(io.LimitReader(zr, int64(ram)+1))
+		out, err := io.ReadAll(io.LimitReader(zr, int64(min(room.size, math.MaxInt64-1))+1))
 		if err != nil {
 			return fmt.Errorf("gunzip: %w", err)
 		}
-		if uint64(len(out)) > ram {
-			return fmt.Errorf("it decompresses to more than the partition's %s of RAM (raise linux.resources.memory.limit)", formatSize(ram))
+		if uint64(len(out)) > room.size {
+			return fmt.Errorf("it decompresses to more than %s", room)
 		}
 		lp.kernel, lp.gzipped = out, true
 	}

@@ -434,7 +434,7 @@ func TestReadELF(t *testing.T) {
 	t.Run("bss is zero-filled and segments sorted", func(t *testing.T) {
 		blob := makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0x2000,
 			seg(0x2000, 16), elfSeg{paddr: 0x1000, vaddr: 0x1000, data: []byte{7}, memsz: 4})
-		img, err := readELF(bytes.NewReader(blob), jailhouse.ArchARM64, 64*payloadMiB)
+		img, err := readELF(bytes.NewReader(blob), jailhouse.ArchARM64, loadRoom{size: 64 * payloadMiB})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -445,7 +445,7 @@ func TestReadELF(t *testing.T) {
 	t.Run("entry translated from virtual to physical", func(t *testing.T) {
 		blob := makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0xffff000000000100,
 			elfSeg{paddr: 0x1000, vaddr: 0xffff000000000000, data: make([]byte, 0x200)})
-		img, err := readELF(bytes.NewReader(blob), jailhouse.ArchARM64, 64*payloadMiB)
+		img, err := readELF(bytes.NewReader(blob), jailhouse.ArchARM64, loadRoom{size: 64 * payloadMiB})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -472,7 +472,7 @@ func TestReadELF(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := readELF(bytes.NewReader(tt.blob), tt.arch, payloadMiB)
+			_, err := readELF(bytes.NewReader(tt.blob), tt.arch, loadRoom{size: payloadMiB})
 			if err == nil || !strings.Contains(err.Error(), tt.text) {
 				t.Errorf("readELF = %v, want an error saying %q", err, tt.text)
 			}
@@ -480,7 +480,7 @@ func TestReadELF(t *testing.T) {
 	}
 	t.Run("32-bit arm ELF on an arm board", func(t *testing.T) {
 		blob := makeELF(elf.EM_ARM, elf.ELFCLASS32, elf.ET_EXEC, 0x100, seg(0, 0x200))
-		if _, err := readELF(bytes.NewReader(blob), jailhouse.ArchARM, payloadMiB); err != nil {
+		if _, err := readELF(bytes.NewReader(blob), jailhouse.ArchARM, loadRoom{size: payloadMiB}); err != nil {
 			t.Error(err)
 		}
 	})

@@ -79,8 +79,9 @@ func readPrebuilt(root *os.Root, d *BootDescription) (*jailhouse.Cell, error) {
 
 // checkPrebuiltShape holds a prebuilt cell to the rules of every board:
 // partitions get no cache partitions, I/O ports or IOMMU stream ids; a
-// cell has a CPU and RAM; a comm region is one page; PCI devices are
-// VETH ivshmem links with the root cell as peer 0. examinePrebuilt checks
+// cell has a CPU, RAM and a LOADABLE region for the payload; a comm region,
+// if it has one, is one page; PCI devices are VETH ivshmem links with the
+// root cell as peer 0. examinePrebuilt checks
 // these first, and `runphi image build` (through CheckPayload) checks them
 // without a board.
 func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
@@ -98,8 +99,11 @@ func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 	if len(c.CPUs()) == 0 {
 		return deny("cpus", "the cell has no CPU")
 	}
-	ram := false
+	ram, loadable := false, false
 	for i, m := range c.MemoryRegions {
+		if m.Size != 0 && m.Flags&jailhouse.MemLoadable != 0 {
+			loadable = true
+		}
 		switch {
 		case m.Size == 0:
 		case m.Flags&jailhouse.MemCommRegion != 0:
@@ -114,14 +118,17 @@ func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 	if !ram {
 		return deny("memory_regions", "the cell has no RAM")
 	}
+	if !loadable {
+		return deny("memory_regions", "no region is LOADABLE; CELL_LOAD copies the payload into a LOADABLE region")
+	}
 	for i, p := range c.PCIDevices {
 		field := fmt.Sprintf("pci_devices[%d]", i)
 		if p.Type != jailhouse.PCITypeIVSHMEM {
 			return deny(field, "a %s; partitions get no physical PCI devices", jailhouse.PCITypeName(p.Type))
 		}
 		if p.ShmemPeers != 2 || p.ShmemDevID != 1 || p.ShmemProtocol != jailhouse.ShmemProtoVETH {
-			return deny(field, "device 00:%02x.0 with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
-				p.BDF>>3, p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
+			return deny(field, "device %02x:%02x.%x with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
+				p.BDF>>8, (p.BDF>>3)&0x1f, p.BDF&7, p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
 		}
 	}
 	return nil
@@ -424,15 +431,15 @@ func prebuiltRequest(root *os.Root, b *Board, d *BootDescription, req Request) (
 
 // payloadLimit is the most a payload may weigh: the partition RAM, or the
 // largest loadable region of a prebuilt cell.
-func payloadLimit(req Request, prebuilt *jailhouse.Cell) uint64 {
+func payloadLimit(req Request, prebuilt *jailhouse.Cell) loadRoom {
 	if prebuilt == nil {
-		return req.Memory
+		return loadRoom{size: req.Memory}
 	}
-	var n uint64
+	room := loadRoom{prebuilt: true}
 	for _, m := range prebuilt.MemoryRegions {
 		if m.Flags&jailhouse.MemLoadable != 0 {
-			n = max(n, m.Size)
+			room.size = max(room.size, m.Size)
 		}
 	}
-	return n
+	return room
 }
