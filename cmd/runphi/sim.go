@@ -146,7 +146,7 @@ func runSim(env *cmdEnv, args []string) error {
 		err := d.SetShutdownPolicy(rest[0], rest[1])
 		if errors.Is(err, sim.ErrPassiveCommRegion) {
 			return fmt.Errorf("%w; only an inmate with an active comm region is asked, and can deny or ignore the request "+
-				"(the image's boot/config.json \"comm_region\": \"active\", docs/boot-description.md)", err)
+				"(the image's /boot/config.json \"comm_region\": \"active\", docs/boot-description.md)", err)
 		}
 		return err
 	}

@@ -101,10 +101,11 @@ func (l *Ledger) ConfigPath(cell string) string {
 // hypervisor: an entry whose cell does not exist and whose owner process is
 // gone is reclaimed (its shim died between allocating and creating the cell,
 // or after destroying it), and a cell the ledger does not know is logged and
-// its CPUs (from sysfs), and the RAM, interrupts and links of its saved
-// configuration if runphi created it, count as taken. The cell of an
-// orphaned entry (MarkOrphaned) is destroyed again; once that works the
-// entry is reclaimed. The RAM of a foreign
+// its CPUs (from sysfs), and the RAM, interrupts, devices, dedicated UART
+// and ivshmem slots of its saved configuration if runphi created it, count
+// as taken. The cell of an orphaned entry (MarkOrphaned) is destroyed
+// again; once that works the entry is reclaimed. A saved configuration that
+// neither an entry nor a live cell names is removed. The RAM of a foreign
 // cell is not visible in sysfs: the pools are runphi's alone.
 func (l *Ledger) Allocate(ctx context.Context, d jailhouse.Driver, owner string, b *Board, req Request) (Allocation, error) {
 	ns, id, ok := strings.Cut(owner, "/")
@@ -291,7 +292,31 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 			Warn("ledger: the hypervisor has a cell the ledger does not know; treating its CPUs (and its RAM, interrupts, devices, UART and slots, if its configuration is known) as taken")
 		foreign = append(foreign, fc)
 	}
+	l.sweepConfigs(logger, func(cell string) bool {
+		return known[cell] || slices.ContainsFunc(cells, func(c jailhouse.CellInfo) bool { return c.ID != 0 && c.Name == cell && !destroyed[cell] })
+	})
 	return changed, foreign
+}
+
+// sweepConfigs removes the saved configurations that keep does not want:
+// those of a cell whose entry was lost and which is gone too (its shim's
+// Release found no entry, so nothing else would ever remove the file). The
+// caller holds the ledger lock, under which every configuration is saved.
+func (l *Ledger) sweepConfigs(logger *log.Entry, keep func(cell string) bool) {
+	dir := filepath.Dir(l.ConfigPath("x"))
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		cell, ok := strings.CutSuffix(n.Name(), ".cell")
+		if !ok || !n.Type().IsRegular() || keep(cell) {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, n.Name())) == nil {
+			logger.WithField("cell", cell).Warn("ledger: removed the saved configuration of a cell that neither the ledger nor the hypervisor knows")
+		}
+	}
 }
 
 // Release drops owner's entry and its saved cell configuration. Releasing

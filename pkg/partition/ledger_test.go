@@ -679,3 +679,36 @@ func TestLedgerUnknownCellKeepsPortAndSlot(t *testing.T) {
 		t.Errorf("new partition got ivshmem slot %d, which the unknown cell %q holds", old.Slots[0], old.Cell)
 	}
 }
+
+// A saved configuration that no entry and no live cell names (its entry
+// was lost, then its cell destroyed: Release found nothing to remove) goes
+// at the next allocation; those of entries and of live unknown cells stay.
+func TestLedgerSweepsLostConfigs(t *testing.T) {
+	n := newNode(t)
+	ctx := context.Background()
+	mustAllocate(t, n.ledger, "ns/kept", n.board, Request{NumCPUs: 1, Memory: 2 * mib})
+	kept, _, _ := n.ledger.Lookup("ns/kept")
+	if err := n.ledger.SaveConfig("ns/kept", []byte("entry's")); err != nil {
+		t.Fatal(err)
+	}
+	live := foreignCellConfig(t, n.board, "live", []int{4}, Range{0x70000000, 0x72000000})
+	if err := n.driver.CreateCell(live); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"live": live, "ghost": []byte("lost")} {
+		if err := os.WriteFile(n.ledger.ConfigPath(name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.ledger.Allocate(ctx, n.driver, "ns/next", n.board, Request{NumCPUs: 1, Memory: 2 * mib}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(n.ledger.ConfigPath("ghost")); !os.IsNotExist(err) {
+		t.Errorf("the lost cell's configuration: %v, want it removed", err)
+	}
+	for _, name := range []string{kept.Cell, "live"} {
+		if _, err := os.Stat(n.ledger.ConfigPath(name)); err != nil {
+			t.Errorf("configuration of %q: %v, want it kept", name, err)
+		}
+	}
+}
