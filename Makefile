@@ -45,7 +45,7 @@ all: build
 help:
 	@echo "make build    build $(BIN)/containerd-shim-runphi-v2 and $(BIN)/runphi (static)"
 	@echo "make demo     install deps, build, run the demo partition under a private containerd"
-	@echo "make test     lint, unit tests (-race), the end-to-end suite and critest against containerd 1.6.20 and 2.4.2, then make bench-ci"
+	@echo "make test     install deps and staticcheck if missing, lint, unit tests (-race), the end-to-end suite and critest against containerd 1.6.20 and 2.4.2, then make bench-ci"
 	@echo "make unit     unit tests only"
 	@echo "make e2e      end-to-end suite only (E2E_FLAGS='-run TestX/containerd-1.6' to narrow)"
 	@echo "make critest  CRI conformance (critest PodSandbox and container basics) with the runphi handler"
@@ -54,14 +54,18 @@ help:
 	@echo "make install  install the binaries into \$$(DESTDIR)\$$(PREFIX)/bin (PREFIX=$(PREFIX))"
 	@echo "make cross    build for $(CROSS_PLATFORMS) into $(BIN)/<os>-<arch>/"
 	@echo "make lint     gofmt, go vet, staticcheck (if installed; make tools installs it)"
-	@echo "make deps     install containerd 1.6.20 (apt) and 2.4.2 (go install) if missing"
+	@echo "make deps     install what demo, e2e and bench need if missing: containerd 1.6.20, runc, busybox-static (apt), containerd 2.4.2, nerdctl, crictl, critest (go install), CNI plugins"
+	@echo "make tools    install staticcheck $(STATICCHECK_VERSION)"
 	@echo "make clean    remove $(BIN)/"
 
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(BUILD_FLAGS) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
-test: lint unit e2e critest bench-ci
+# deps and tools first: on a fresh machine make test installs what it runs
+# (containerd, runc, crictl, critest, staticcheck), instead of skipping it;
+# both return at once when everything is there.
+test: deps tools lint unit e2e critest bench-ci
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
