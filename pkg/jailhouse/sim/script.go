@@ -66,6 +66,12 @@ type op struct {
 	// Jump is, for loop, the index just after its end (taken when the
 	// count is 0); for end, the index of its loop.
 	Jump int `json:"j,omitempty"`
+	// line is a print's Text with its newline, made on first use and kept
+	// for the rest of the transaction (the state is decoded anew for each
+	// one): a flooding inmate prints thousands of lines per transaction in
+	// the shim's own process, and a copy per line was most of its garbage.
+	// It is not part of the state file, whose format stays as it was.
+	line string
 }
 
 // ScriptError is a script that cannot be run. The inmate "crashes" with it at
@@ -228,12 +234,8 @@ type program struct {
 	// At is when the instruction at PC runs, in Unix nanoseconds.
 	At int64 `json:"at"`
 	// Out is console output of the instruction at PC that the console has
-	// not taken yet: the inmate waits until it has. NL says a newline
-	// follows it: a print's text is not copied to append one, since a
-	// flooding inmate prints hundreds of thousands of lines a second in
-	// the shim's own process.
+	// not taken yet: the inmate waits until it has.
 	Out string `json:"out,omitempty"`
-	NL  bool   `json:"nl,omitempty"`
 	// Echoed counts the lines the echo at PC has echoed.
 	Echoed int `json:"echoed,omitempty"`
 	// Line is console input read but not yet ended by a newline; SkipLF
@@ -256,33 +258,10 @@ func (p *program) done() bool { return p.PC >= len(p.Ops) }
 // timed, nor is one that is done: only running it tells what it does. now
 // is the time the program was last run at.
 func (p *program) wake(now time.Time) (at int64, timed bool) {
-	if p.done() || p.pending() || p.At <= now.UnixNano() {
+	if p.done() || p.Out != "" || p.At <= now.UnixNano() {
 		return 0, false
 	}
 	return p.At, true
-}
-
-// pending reports whether output of the instruction at PC waits for the
-// console.
-func (p *program) pending() bool { return p.Out != "" || p.NL }
-
-// flush writes what is pending, as far as the console takes it, and
-// reports whether all of it went.
-func (p *program) flush(in inmate) bool {
-	if p.Out != "" {
-		n := in.write(p.Out)
-		p.Out = p.Out[n:]
-		if p.Out != "" {
-			return false
-		}
-	}
-	if p.NL {
-		if in.write("\n") == 0 {
-			return false
-		}
-		p.NL = false
-	}
-	return true
 }
 
 // inmate is what a running program acts on: the cell, seen from inside.
@@ -307,8 +286,10 @@ func (p *program) run(now time.Time, in inmate) {
 	t := now.UnixNano()
 	for steps := 0; steps < maxStepsPerAdvance && !p.done() && p.At <= t; steps++ {
 		o := &p.Ops[p.PC]
-		if p.pending() {
-			if !p.flush(in) {
+		if p.Out != "" {
+			n := in.write(p.Out)
+			p.Out = p.Out[n:]
+			if p.Out != "" {
 				// The console is full: time passes while the
 				// inmate waits, so later sleeps count from now.
 				p.At = t
@@ -326,7 +307,10 @@ func (p *program) run(now time.Time, in inmate) {
 		}
 		switch o.Kind {
 		case opPrint:
-			p.Out, p.NL = o.Text, true
+			if o.line == "" {
+				o.line = o.Text + "\n"
+			}
+			p.Out = o.line
 			continue // written at the top, then the PC moves on
 		case opEcho:
 			line, ok := in.readLine(p)
@@ -334,7 +318,7 @@ func (p *program) run(now time.Time, in inmate) {
 				p.At = t // waiting for input
 				return
 			}
-			p.Out, p.NL = line, true
+			p.Out = line + "\n"
 			continue
 		}
 		p.PC++
