@@ -155,7 +155,9 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(c *jailhouse.Cell)
-		field  string // the PrebuiltError's part; "" for a CheckError
+		big    bool   // the payload is 8 KiB, else a short script
+		field  string // the PrebuiltError's part
+		key    string // else the BootDescriptionError's key; neither: a CheckError
 		text   string // "" when the build accepts it
 	}{
 		{name: "valid cell", change: func(*jailhouse.Cell) {}},
@@ -179,12 +181,28 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 				c.PCIDevices = []jailhouse.PCIDevice{{Type: jailhouse.PCITypeIVSHMEM, BDF: 0x100, ShmemPeers: 3, ShmemDevID: 1,
 					ShmemProtocol: jailhouse.ShmemProtoVETH}}
 			}},
-		{name: "no LOADABLE region", field: "memory_regions", text: "no region is LOADABLE",
+		{name: "no LOADABLE region", field: "memory_regions", text: "no RAM region is WRITE|LOADABLE",
 			change: func(c *jailhouse.Cell) {
 				for i := range c.MemoryRegions {
 					c.MemoryRegions[i].Flags &^= jailhouse.MemLoadable
 				}
 			}},
+		{name: "only the comm region LOADABLE", field: "memory_regions", text: "no RAM region is WRITE|LOADABLE",
+			change: func(c *jailhouse.Cell) {
+				for i := range c.MemoryRegions {
+					c.MemoryRegions[i].Flags &^= jailhouse.MemLoadable
+					if c.MemoryRegions[i].Flags&jailhouse.MemCommRegion != 0 {
+						c.MemoryRegions[i].Flags |= jailhouse.MemLoadable
+					}
+				}
+			}},
+		{name: "RAM LOADABLE without WRITE", field: "memory_regions", text: "no RAM region is WRITE|LOADABLE",
+			change: func(c *jailhouse.Cell) { c.MemoryRegions[1].Flags &^= jailhouse.MemWrite }},
+		{name: "cpu_reset_address in no LOADABLE region", key: "inmate", text: "payload /boot/boot.bin: ",
+			change: func(c *jailhouse.Cell) { c.CPUResetAddress = 0x10000000 }},
+		{name: "a payload larger than the LOADABLE region", key: "inmate", big: true,
+			text:   "more than the 4 KiB of the prebuilt cell's largest LOADABLE region",
+			change: func(c *jailhouse.Cell) { c.MemoryRegions[1].Size = pageSize }},
 		{name: "RAM that is not page-aligned", text: "memory_regions[1]: ", change: func(c *jailhouse.Cell) { c.MemoryRegions[1].Size -= 0x800 }},
 		{name: "the same RAM twice", text: "overlaps", change: func(c *jailhouse.Cell) {
 			c.MemoryRegions = append(c.MemoryRegions, c.MemoryRegions[1])
@@ -203,6 +221,11 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 			c := prebuiltCell(t, b)
 			tt.change(c)
 			rootfs := prebuiltRootfs(t, c)
+			if tt.big {
+				if err := os.WriteFile(filepath.Join(rootfs, "boot", "boot.bin"), make([]byte, 2*pageSize), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			d, err := ReadBootDescription(rootfs)
 			if err != nil {
 				t.Fatalf("ReadBootDescription: %v", err)
@@ -217,13 +240,21 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 			// what is the part of the error Create says too: a
 			// CheckError names the cell, which Create renames.
 			what := err.Error()
-			if tt.field != "" {
+			switch {
+			case tt.key != "":
+				var bde *BootDescriptionError
+				if !errors.As(err, &bde) || bde.Key != tt.key || !strings.Contains(err.Error(), tt.text) {
+					t.Fatalf("CheckPayload = %v\nwant a boot description error for key %q saying %q", err, tt.key, tt.text)
+				}
+				// Create says it of the cell renamed to the ledger's name.
+				what, _, _ = strings.Cut(what, ` of cell "`)
+			case tt.field != "":
 				var pe *PrebuiltError
 				if !errors.As(err, &pe) || pe.File != "/boot/x.cell" || pe.Field != tt.field ||
 					!errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), tt.text) {
 					t.Fatalf("CheckPayload = %v\nwant a PrebuiltError for /boot/x.cell %s saying %q", err, tt.field, tt.text)
 				}
-			} else {
+			default:
 				var ce *CheckError
 				if !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), "prebuilt cell /boot/x.cell: ") ||
 					!errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), tt.text) {

@@ -121,11 +121,14 @@ func openInmate(root *os.Root, d *BootDescription) (_ *os.File, size int64, isEL
 //     whose root says its #address-cells and #size-cells, the initrd
 //     (given once) not empty.
 //   - A prebuilt cell ("cell"): a configuration that decodes, keeps the
-//     rules of every board (checkPrebuiltShape: a CPU, RAM, a LOADABLE
-//     region, a comm region of one page if any, only VETH ivshmem devices,
-//     no cache, port or stream-id entries) and passes the configuration
-//     checks of the cell alone (jailhouse.CheckCell: page alignment,
-//     overlaps). What it names on the board is left to Create.
+//     rules of every board (checkPrebuiltShape: a CPU, RAM, a WRITE|LOADABLE
+//     RAM region, a comm region of one page if any, only VETH ivshmem
+//     devices, no cache, port or stream-id entries) and passes the
+//     configuration checks of the cell alone (jailhouse.CheckCell: page
+//     alignment, overlaps); a raw or ELF payload must fit its largest
+//     LOADABLE region and land, at the cell's load address, in a region
+//     that holds it (placeInPrebuilt). What the cell names on the board is
+//     left to Create.
 //   - rpu_req: refused, as Create refuses it on every board for now.
 //
 // Left to Create: whatever depends on the board (its architecture, the
@@ -139,11 +142,13 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 		return fmt.Errorf("open rootfs %s: %w", rootfs, err)
 	}
 	defer root.Close()
+	var prebuilt *jailhouse.Cell
 	if d.Cell != "" {
 		c, err := readPrebuilt(root, d)
 		if err != nil {
 			return err
 		}
+		prebuilt = c
 		if err := checkPrebuiltShape(c, d.Cell); err != nil {
 			return err
 		}
@@ -181,7 +186,29 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 	if err != nil {
 		return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
 	}
+	if prebuilt != nil {
+		return placeInPrebuilt(root, d, prebuilt)
+	}
 	return nil
+}
+
+// placeInPrebuilt does what Create does with a raw or ELF payload and a
+// prebuilt cell, none of which depends on the board: read the payload
+// within the cell's largest LOADABLE region, for the cell's architecture,
+// and place it where the cell loads it (starting_vaddress, else the cell's
+// cpu_reset_address), into a WRITE|LOADABLE region that holds all of it.
+func placeInPrebuilt(root *os.Root, d *BootDescription, c *jailhouse.Cell) error {
+	p, err := readPayload(root, d, &Board{Arch: c.Arch}, payloadLimit(Request{}, c))
+	if err != nil {
+		return err
+	}
+	load := c.CPUResetAddress
+	if d.HasStartingVAddress {
+		load = d.StartingVAddress
+	}
+	cell := cloneCell(c)
+	_, err = p.place(&cell, d, load)
+	return err
 }
 
 // errEmptyFile is a payload file of no bytes: nothing to boot.

@@ -79,7 +79,7 @@ func readPrebuilt(root *os.Root, d *BootDescription) (*jailhouse.Cell, error) {
 
 // checkPrebuiltShape holds a prebuilt cell to the rules of every board:
 // partitions get no cache partitions, I/O ports or IOMMU stream ids; a
-// cell has a CPU, RAM and a LOADABLE region for the payload; a comm region,
+// cell has a CPU, RAM and a WRITE|LOADABLE RAM region for the payload; a comm region,
 // if it has one, is one page; PCI devices are VETH ivshmem links with the
 // root cell as peer 0. examinePrebuilt checks
 // these first, and `runphi image build` (through CheckPayload) checks them
@@ -101,9 +101,6 @@ func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 	}
 	ram, loadable := false, false
 	for i, m := range c.MemoryRegions {
-		if m.Size != 0 && m.Flags&jailhouse.MemLoadable != 0 {
-			loadable = true
-		}
 		switch {
 		case m.Size == 0:
 		case m.Flags&jailhouse.MemCommRegion != 0:
@@ -113,13 +110,14 @@ func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 		case m.Flags&(jailhouse.MemIO|jailhouse.MemRootShared) != 0:
 		default:
 			ram = true
+			loadable = loadable || m.Flags&(jailhouse.MemLoadable|jailhouse.MemWrite) == jailhouse.MemLoadable|jailhouse.MemWrite
 		}
 	}
 	if !ram {
 		return deny("memory_regions", "the cell has no RAM")
 	}
 	if !loadable {
-		return deny("memory_regions", "no region is LOADABLE; CELL_LOAD copies the payload into a LOADABLE region")
+		return deny("memory_regions", "no RAM region is WRITE|LOADABLE; CELL_LOAD copies the payload into one")
 	}
 	for i, p := range c.PCIDevices {
 		field := fmt.Sprintf("pci_devices[%d]", i)
