@@ -40,6 +40,11 @@ E2E_TIMEOUT ?= 10m
 
 .PHONY: all build test unit e2e critest bench bench-ci demo install cross lint tools deps clean help
 
+# Prerequisites run in the order written, even under make -j: make test
+# installs its dependencies before anything uses them, and the e2e suite,
+# critest and the benchmarks each want the machine's 2 cores to themselves.
+.NOTPARALLEL:
+
 all: build
 
 help:
@@ -126,8 +131,13 @@ lint:
 	if [ -x "$$sc" ]; then echo "$$sc ./..."; "$$sc" ./... && "$$sc" -tags e2e ./test/... && "$$sc" -tags bench ./test/bench/; \
 	else echo "staticcheck not installed; skipped (make tools installs $(STATICCHECK_VERSION))"; fi
 
+# Installs staticcheck unless that version is there already (an offline
+# make test must not need the module proxy for it).
 tools:
-	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@sc=$$(command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck); \
+	if [ -x "$$sc" ] && "$$sc" -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION:v%=%))'; then :; \
+	else echo "$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)"; \
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); fi
 
 deps:
 	./scripts/install-deps.sh
