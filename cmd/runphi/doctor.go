@@ -561,12 +561,12 @@ func (d *doctor) checkState(h *hostview.Host, cfg config.Config, board *partitio
 // ledgerRepair says how to get past a ledger file that cannot be read,
 // given the partitions ps lists without it. Moving the file away is safe
 // once no cell but the root cell is left. While partitions run it is not:
-// without their entries the allocator would see their CPUs, RAM,
-// interrupts and links (sysfs and the saved configurations) but not their
-// network slots or serial ports, which a new partition could then take. So
-// they are stopped first (their cells go, only the release of their
-// entries fails), or the file is rebuilt. A delete that failed on the
-// damaged file left its task and its saved configuration behind.
+// without their entries the allocator knows their cells only as unknown
+// cells, holding what their saved configurations name, and a cell without
+// one (made by hand or by an older runphi) only its CPUs. So they are
+// stopped first (their cells go, only the release of their entries
+// fails), or the file is rebuilt. A delete that failed on the damaged file
+// left its task behind; the next allocation sweeps its saved configuration.
 func ledgerRepair(h *hostview.Host, cfg config.Config, parts []hostview.Partition) string {
 	ledger := cfg.LedgerPath()
 	l := partition.OpenLedger(ledger)
