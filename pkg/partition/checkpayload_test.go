@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -175,11 +176,22 @@ func TestCheckPayloadPrebuilt(t *testing.T) {
 			change: func(c *jailhouse.Cell) {
 				c.PCIDevices = []jailhouse.PCIDevice{{Type: jailhouse.PCITypeDevice, BDF: 0x100}}
 			}},
-		{name: "an ivshmem device that is no VETH link, on bus 1", field: "pci_devices[0]",
-			text: "device 01:00.0 with 3 peers",
+		{name: "an ivshmem device on bus 1", field: "pci_devices[0]",
+			text: "ivshmem device at bdf 0x100 (01:00.0); partitions get devices of the ivshmem window, on bus 0, function 0",
 			change: func(c *jailhouse.Cell) {
 				c.PCIDevices = []jailhouse.PCIDevice{{Type: jailhouse.PCITypeIVSHMEM, BDF: 0x100, ShmemPeers: 3, ShmemDevID: 1,
 					ShmemProtocol: jailhouse.ShmemProtoVETH}}
+			}},
+		{name: "an ivshmem device on function 1", field: "pci_devices[0]", text: "(00:02.1); partitions get devices of the ivshmem window, on bus 0, function 0",
+			change: func(c *jailhouse.Cell) {
+				c.PCIDevices = []jailhouse.PCIDevice{{Type: jailhouse.PCITypeIVSHMEM, BDF: 2<<3 | 1, ShmemPeers: 2, ShmemDevID: 1,
+					ShmemProtocol: jailhouse.ShmemProtoVETH}}
+			}},
+		{name: "two ivshmem devices on one INTx line", field: "pci_devices[1]", text: "device 00:06.0 has the INTx line of device 00:02.0",
+			change: func(c *jailhouse.Cell) {
+				veth := jailhouse.PCIDevice{Type: jailhouse.PCITypeIVSHMEM, BDF: 2 << 3, ShmemPeers: 2, ShmemDevID: 1, ShmemProtocol: jailhouse.ShmemProtoVETH}
+				c.PCIDevices = []jailhouse.PCIDevice{veth, veth}
+				c.PCIDevices[1].BDF = 6 << 3
 			}},
 		{name: "no LOADABLE region", field: "memory_regions", text: "no RAM region is WRITE|LOADABLE",
 			change: func(c *jailhouse.Cell) {
@@ -296,4 +308,36 @@ func TestPrebuiltPayloadTooLarge(t *testing.T) {
 		t.Errorf("Create = %v\nwant the prebuilt cell's LOADABLE region named as the bound", err)
 	}
 	n.checkEmpty(t)
+}
+
+// The build checks where a prebuilt cell's ELF segments land without
+// loading them: only the .cell bounds their size, and a small image may
+// name a segment far larger than the building machine's memory (Create
+// refuses such a cell's RAM on the board before it reads the payload).
+func TestCheckPayloadPrebuiltELFNotLoaded(t *testing.T) {
+	c := prebuiltCell(t, mustBoard(t))
+	// 1 TiB of RAM at cell address 1 TiB, clear of the UART and the comm
+	// region.
+	c.MemoryRegions[1].Size, c.MemoryRegions[1].VirtStart = 1<<40, 1<<40
+	data, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const huge = 256 << 30
+	rootfs := makeRootfs(t, configJSON(`{"cell": "/boot/x.cell"}`), rootfsFile{path: "/boot/x.cell", data: string(data)},
+		rootfsFile{path: "/boot/boot.bin", data: string(makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 1<<40+0x100,
+			elfSeg{paddr: 1 << 40, vaddr: 1 << 40, data: make([]byte, 0x200), memsz: huge}))})
+	d, err := ReadBootDescription(rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := CheckPayload(rootfs, d); err != nil {
+		t.Errorf("CheckPayload = %v; a 256 GiB segment in 1 TiB of LOADABLE RAM is the board's business", err)
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("CheckPayload allocated %d MiB for a %d-byte image", grew>>20, len(data))
+	}
 }

@@ -148,22 +148,17 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 		if err != nil {
 			return err
 		}
-		prebuilt = c
 		if err := checkPrebuiltShape(c, d.Cell); err != nil {
 			return err
 		}
-		// The checks of the cell alone, which Create runs (checkCell)
-		// with the board's system configuration and the live partitions
-		// besides: page alignment, overlaps within the cell, ivshmem
-		// region counts.
-		if bad := cellErrors(jailhouse.CheckCell(nil, c)); len(bad) > 0 {
-			return fmt.Errorf("prebuilt cell %s: %w", d.Cell, &CheckError{Cell: c.Name, Findings: bad})
-		}
+		prebuilt = c
 	}
 	switch {
 	case d.RPUReq:
 		return rpuNotImplemented(d)
 	case d.IsLinux():
+		// A Linux payload is placed with the board's linux-loader, so
+		// even in a prebuilt cell where it lands is left to Create.
 		var lp linuxPayload
 		if err := lp.readFiles(root, d, anyRoom); err != nil {
 			return err
@@ -171,7 +166,7 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 		if err := checkKernelAnyArch(lp.kernel); err != nil {
 			return &BootDescriptionError{File: d.File, Key: "kernel", Err: fmt.Errorf("kernel %s: %w", d.Kernel, err)}
 		}
-		return nil
+		return checkPrebuiltAlone(d, prebuilt)
 	}
 	f, size, isELF, err := openInmate(root, d)
 	if err != nil {
@@ -186,8 +181,25 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 	if err != nil {
 		return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
 	}
-	if prebuilt != nil {
-		return placeInPrebuilt(root, d, prebuilt)
+	if prebuilt == nil {
+		return nil
+	}
+	if err := placeInPrebuilt(root, d, prebuilt, isELF); err != nil {
+		return err
+	}
+	return checkPrebuiltAlone(d, prebuilt)
+}
+
+// checkPrebuiltAlone runs the configuration checks of the cell alone
+// (jailhouse.CheckCell: page alignment, overlaps within the cell, ivshmem
+// region counts), which Create runs (checkCell) after placing the payload,
+// with the board's system configuration and the live partitions besides.
+func checkPrebuiltAlone(d *BootDescription, c *jailhouse.Cell) error {
+	if c == nil {
+		return nil
+	}
+	if bad := cellErrors(jailhouse.CheckCell(nil, c)); len(bad) > 0 {
+		return fmt.Errorf("prebuilt cell %s: %w", d.Cell, &CheckError{Cell: c.Name, Findings: bad})
 	}
 	return nil
 }
@@ -197,8 +209,26 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 // within the cell's largest LOADABLE region, for the cell's architecture,
 // and place it where the cell loads it (starting_vaddress, else the cell's
 // cpu_reset_address), into a WRITE|LOADABLE region that holds all of it.
-func placeInPrebuilt(root *os.Root, d *BootDescription, c *jailhouse.Cell) error {
-	p, err := readPayload(root, d, &Board{Arch: c.Arch}, payloadLimit(Request{}, c))
+// An ELF's segments are checked, not loaded: the .cell alone bounds their
+// size, and it may name more RAM than the building machine has (Create
+// refuses such a cell on the board before it reads the payload).
+func placeInPrebuilt(root *os.Root, d *BootDescription, c *jailhouse.Cell, isELF bool) error {
+	room := payloadLimit(Request{}, c)
+	cell := cloneCell(c)
+	if isELF {
+		f, _, _, err := openInmate(root, d)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		img, err := scanELF(f, c.Arch, room)
+		if err == nil {
+			_, err = img.place(&cell, d, d.Inmate)
+			return err
+		}
+		return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
+	}
+	p, err := readPayload(root, d, &Board{Arch: c.Arch}, room)
 	if err != nil {
 		return err
 	}
@@ -206,7 +236,6 @@ func placeInPrebuilt(root *os.Root, d *BootDescription, c *jailhouse.Cell) error
 	if d.HasStartingVAddress {
 		load = d.StartingVAddress
 	}
-	cell := cloneCell(c)
 	_, err = p.place(&cell, d, load)
 	return err
 }

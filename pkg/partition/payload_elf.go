@@ -54,11 +54,21 @@ var elfTargets = []elfTarget{
 // sizes are checked against room, the most a partition can load, before
 // anything is allocated for them.
 func readELF(r io.ReaderAt, arch jailhouse.Arch, room loadRoom) (*elfImage, error) {
+	return parseELFFor(r, arch, room, true)
+}
+
+// scanELF is readELF without keeping the segments' bytes: what place
+// checks (targets and sizes) without allocating what they load.
+func scanELF(r io.ReaderAt, arch jailhouse.Arch, room loadRoom) (*elfImage, error) {
+	return parseELFFor(r, arch, room, false)
+}
+
+func parseELFFor(r io.ReaderAt, arch jailhouse.Arch, room loadRoom, keep bool) (*elfImage, error) {
 	i := slices.IndexFunc(elfTargets, func(t elfTarget) bool { return t.arch == arch })
 	if i < 0 {
 		return nil, fmt.Errorf("ELF payloads are supported on arm and arm64 boards, not %v", arch)
 	}
-	return parseELF(r, elfTargets[i:i+1], room, true)
+	return parseELF(r, elfTargets[i:i+1], room, keep)
 }
 
 // checkELF checks an ELF payload as readELF does, for any board runphi
@@ -168,7 +178,7 @@ func (img *elfImage) place(c *jailhouse.Cell, d *BootDescription, file string) (
 	}
 	images := make([]jailhouse.Image, 0, len(img.segs))
 	for _, s := range img.segs {
-		if err := checkTarget(c, s.paddr, uint64(len(s.data))); err != nil {
+		if err := checkTarget(c, s.paddr, s.memsz); err != nil {
 			return nil, fail(fmt.Errorf("%s: %w; link it inside the partition's RAM, or set starting_vaddress to where it is linked", s, err))
 		}
 		images = append(images, jailhouse.Image{Data: s.data, Target: s.paddr})

@@ -78,12 +78,12 @@ func readPrebuilt(root *os.Root, d *BootDescription) (*jailhouse.Cell, error) {
 }
 
 // checkPrebuiltShape holds a prebuilt cell to the rules of every board:
-// partitions get no cache partitions, I/O ports or IOMMU stream ids; a
-// cell has a CPU, RAM and a WRITE|LOADABLE RAM region for the payload; a comm region,
-// if it has one, is one page; PCI devices are VETH ivshmem links with the
-// root cell as peer 0. examinePrebuilt checks
-// these first, and `runphi image build` (through CheckPayload) checks them
-// without a board.
+// partitions get no cache partitions, I/O ports or IOMMU stream ids; a cell
+// has a CPU, RAM and a WRITE|LOADABLE RAM region for the payload; a comm
+// region, if it has one, is one page; PCI devices are VETH ivshmem links
+// with the root cell as peer 0, on bus 0, function 0, each on an INTx line
+// of its own. examinePrebuilt checks these first, and `runphi image build`
+// (through CheckPayload) checks them without a board.
 func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 	deny := func(field, format string, args ...any) error {
 		return &PrebuiltError{File: file, Field: field, Err: fmt.Errorf(format, args...)}
@@ -119,11 +119,26 @@ func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 	if !loadable {
 		return deny("memory_regions", "no RAM region is WRITE|LOADABLE; CELL_LOAD copies the payload into one")
 	}
+	lines := map[int]int{} // INTx line (d & 3) → device
 	for i, p := range c.PCIDevices {
 		field := fmt.Sprintf("pci_devices[%d]", i)
 		if p.Type != jailhouse.PCITypeIVSHMEM {
 			return deny(field, "a %s; partitions get no physical PCI devices", jailhouse.PCITypeName(p.Type))
 		}
+		if p.BDF>>8 != 0 || p.BDF&7 != 0 {
+			return deny(field, "ivshmem device at bdf %#x (%02x:%02x.%x); partitions get devices of the ivshmem window, on bus 0, function 0",
+				p.BDF, p.BDF>>8, (p.BDF>>3)&0x1f, p.BDF&7)
+		}
+		// One vpci_irq_base per cell puts device d's INTx on
+		// 32 + base + (d & 3): a second device on that line leaves the
+		// inmate unable to tell which one interrupted, and the allocator
+		// never grants that.
+		dev := int(p.BDF >> 3)
+		if other, ok := lines[dev&3]; ok {
+			return deny(field, "device 00:%02x.0 has the INTx line of device 00:%02x.0 (32 + vpci_irq_base + device mod 4); each device needs a line of its own",
+				dev, other)
+		}
+		lines[dev&3] = dev
 		if p.ShmemPeers != 2 || p.ShmemDevID != 1 || p.ShmemProtocol != jailhouse.ShmemProtoVETH {
 			return deny(field, "device %02x:%02x.%x with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
 				p.BDF>>8, (p.BDF>>3)&0x1f, p.BDF&7, p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
@@ -218,7 +233,6 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 	slices.Sort(x.pins)
 
 	claimed := map[int]bool{}
-	lines := map[int]int{} // INTx line (d & 3) → device
 	for i, p := range c.PCIDevices {
 		field := fmt.Sprintf("pci_devices[%d]", i)
 		dev := int(p.BDF >> 3)
@@ -227,15 +241,6 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 			return nil, deny(field, "ivshmem device at bdf %#x; partitions get the devices of the ivshmem window (00:%02x.0 to 00:%02x.0)",
 				p.BDF, b.IVSHMEM.FirstDevice, b.IVSHMEM.FirstDevice+b.IVSHMEM.Slots-1)
 		}
-		// One vpci_irq_base per cell puts device d's INTx on
-		// 32 + base + (d & 3): a second device on that line leaves the
-		// inmate unable to tell which one interrupted, and the allocator
-		// never grants that.
-		if other, ok := lines[dev&3]; ok {
-			return nil, deny(field, "device 00:%02x.0 has the INTx line of device 00:%02x.0 (32 + vpci_irq_base + device mod 4); each device needs a line of its own",
-				dev, other)
-		}
-		lines[dev&3] = dev
 		for j := int(p.ShmemRegionsStart); j < int(p.ShmemRegionsStart)+4 && j < len(c.MemoryRegions); j++ {
 			if c.MemoryRegions[j].Size == 0 {
 				continue
