@@ -28,6 +28,11 @@ BUILD_FLAGS := -trimpath -tags '$(BUILD_TAGS)' -ldflags '$(LDFLAGS)'
 # The cached containerd v2 binaries (scripts/install-deps.sh).
 export RUNPHI_TOOLS_BIN ?= /opt/runphi-tools/bin
 STATICCHECK_VERSION := v0.8.2
+# Where `make tools` puts staticcheck (go install's GOBIN, else
+# GOPATH/bin), and where lint looks first; then PATH. A shell expression,
+# expanded in the recipes.
+STATICCHECK = $$(gobin=$$($(GO) env GOBIN); [ -n "$$gobin" ] || gobin=$$($(GO) env GOPATH)/bin; \
+	if [ -x "$$gobin/staticcheck" ]; then echo "$$gobin/staticcheck"; else command -v staticcheck || echo "$$gobin/staticcheck"; fi)
 
 # Unit tests: every package; -race needs cgo, which only the test binaries use.
 UNIT_PKGS := ./...
@@ -127,14 +132,14 @@ lint:
 	$(GO) vet -tags bench ./test/bench/
 	@# What ships: the release tags on every platform.
 	@for p in $(CROSS_PLATFORMS); do GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) vet -tags '$(BUILD_TAGS)' ./... || exit 1; done
-	@sc=$$(command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck); \
+	@sc=$(STATICCHECK); \
 	if [ -x "$$sc" ]; then echo "$$sc ./..."; "$$sc" ./... && "$$sc" -tags e2e ./test/... && "$$sc" -tags bench ./test/bench/; \
 	else echo "staticcheck not installed; skipped (make tools installs $(STATICCHECK_VERSION))"; fi
 
 # Installs staticcheck unless that version is there already (an offline
 # make test must not need the module proxy for it).
 tools:
-	@sc=$$(command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck); \
+	@sc=$(STATICCHECK); \
 	if [ -x "$$sc" ] && "$$sc" -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION:v%=%))'; then :; \
 	else echo "$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)"; \
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); fi
