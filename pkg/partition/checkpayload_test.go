@@ -341,3 +341,39 @@ func TestCheckPayloadPrebuiltELFNotLoaded(t *testing.T) {
 		t.Errorf("CheckPayload allocated %d MiB for a %d-byte image", grew>>20, len(data))
 	}
 }
+
+// A cell of revision 12 or 13 has no architecture field, so it decodes as
+// ArchUnknown: a board of its revision takes it (deployed systems often run
+// 13), the build checks its ELF payload for any architecture that runs
+// ELFs, and a board of another revision refuses it.
+func TestPrebuiltCellOfRevision13(t *testing.T) {
+	b13 := boardWith(t, "qemu-arm64", "revision = 14", "revision = 13")
+	c := prebuiltCell(t, mustBoard(t))
+	c.Revision, c.Arch = jailhouse.Revision13, jailhouse.ArchUnknown
+	data, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoded, err := jailhouse.DecodeCell(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b13.examinePrebuilt(decoded, "/boot/x.cell"); err != nil {
+		t.Errorf("revision 13 board: %v", err)
+	}
+	if _, err := mustBoard(t).examinePrebuilt(decoded, "/boot/x.cell"); !errdefs.IsInvalidArgument(err) ||
+		!strings.Contains(err.Error(), "revision 13, board qemu-arm64 runs arm64 revision 14") {
+		t.Errorf("revision 14 board: %v, want InvalidArgument naming both revisions", err)
+	}
+
+	elfPayload := makeELF(elf.EM_AARCH64, elf.ELFCLASS64, elf.ET_EXEC, 0x100, elfSeg{data: make([]byte, 0x200)})
+	rootfs := makeRootfs(t, configJSON(`{"cell": "/boot/x.cell"}`), rootfsFile{path: "/boot/x.cell", data: string(data)},
+		rootfsFile{path: "/boot/boot.bin", data: string(elfPayload)})
+	d, err := ReadBootDescription(rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPayload(rootfs, d); err != nil {
+		t.Errorf("CheckPayload of a revision 13 cell with an arm64 ELF: %v", err)
+	}
+}

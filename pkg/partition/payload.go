@@ -221,13 +221,22 @@ func placeInPrebuilt(root *os.Root, d *BootDescription, c *jailhouse.Cell, isELF
 			return err
 		}
 		defer f.Close()
-		img, err := scanELF(f, c.Arch, room)
+		// A cell of revision 12 or 13 names no architecture: the ELF
+		// may then be for either that runs ELFs (Create holds it to the
+		// board's).
+		var img *elfImage
+		if c.Arch == jailhouse.ArchUnknown {
+			img, err = parseELF(f, elfTargets, room, false)
+		} else {
+			img, err = scanELF(f, c.Arch, room)
+		}
 		if err == nil {
 			_, err = img.place(&cell, d, d.Inmate)
 			return err
 		}
 		return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
 	}
+	// A raw payload needs no architecture (&Board only carries it).
 	p, err := readPayload(root, d, &Board{Arch: c.Arch}, room)
 	if err != nil {
 		return err

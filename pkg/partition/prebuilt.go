@@ -154,7 +154,11 @@ func (b *Board) examinePrebuilt(c *jailhouse.Cell, file string) (*exactRequest, 
 	deny := func(field, format string, args ...any) error {
 		return &PrebuiltError{File: file, Field: field, Err: fmt.Errorf(format, args...)}
 	}
-	if c.Arch != b.Arch || c.Revision != b.Revision {
+	// A cell of revision 12 or 13 names no architecture (the field came
+	// with revision 14): it decodes as ArchUnknown and is taken for the
+	// board's.
+	archOK := c.Arch == b.Arch || (c.Revision != jailhouse.Revision14 && c.Arch == jailhouse.ArchUnknown)
+	if !archOK || c.Revision != b.Revision {
 		return nil, fmt.Errorf("prebuilt cell %s is %v revision %d, board %s runs %v revision %d: %w",
 			file, c.Arch, c.Revision, b.Name, b.Arch, b.Revision, errdefs.ErrInvalidArgument)
 	}
