@@ -454,6 +454,15 @@ func (d *doctor) checkSystemConfig(board *partition.Board) {
 		d.add("system-config", statusOK, fmt.Sprintf("%s decodes (root cell %q); no board profile to compare with", d.o.systemConfig, got.RootCell.Name), "")
 		return
 	}
+	if got.Revision != jailhouse.Revision14 {
+		// Revisions 12 and 13 name no architecture: the board's says how
+		// to read the platform part, and the file is taken as the
+		// board's architecture (its layout must still fit it).
+		if got, err = jailhouse.DecodeSystemArch(data, board.Arch); err != nil {
+			d.add("system-config", statusFail, fmt.Sprintf("%s: %v", d.o.systemConfig, err), "rebuild it from the board's sources (or use the board profile's, which runphi config inspect shows)")
+			return
+		}
+	}
 	want := board.SystemConfig()
 	var diffs []string
 	diff := func(field string, g, w any) {

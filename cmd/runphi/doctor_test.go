@@ -378,3 +378,34 @@ func createPartition(t *testing.T, simDir, ledger, id string) *partition.Partiti
 	}
 	return p
 }
+
+// A revision 13 system configuration names no architecture; doctor reads
+// it as the board's, so it matches the revision 13 board it was made for.
+func TestDoctorSystemConfigOfRevision13(t *testing.T) {
+	src, err := partition.BuiltinBoardSource("qemu-arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	profile := filepath.Join(dir, "qemu13.toml")
+	if err := os.WriteFile(profile, []byte(strings.Replace(string(src), "revision = 14", "revision = 13", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	board, err := partition.LoadBoard(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := board.SystemConfig().MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sysPath := filepath.Join(dir, "qemu13-system.cell")
+	if err := os.WriteFile(sysPath, sys, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := &doctor{o: doctorOptions{systemConfig: sysPath}}
+	d.checkSystemConfig(board)
+	if len(d.checks) != 1 || d.checks[0].Status != statusOK {
+		t.Errorf("checks %+v, want system-config ok", d.checks)
+	}
+}

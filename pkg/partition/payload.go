@@ -123,7 +123,8 @@ func openInmate(root *os.Root, d *BootDescription) (_ *os.File, size int64, isEL
 //   - A prebuilt cell ("cell"): a configuration that decodes, keeps the
 //     rules of every board (checkPrebuiltShape: a CPU, RAM, a WRITE|LOADABLE
 //     RAM region, a comm region of one page if any, only VETH ivshmem
-//     devices, no cache, port or stream-id entries) and passes the
+//     devices on bus 0 function 0 with an INTx line each, no cache, port or
+//     stream-id entries) and passes the
 //     configuration checks of the cell alone (jailhouse.CheckCell: page
 //     alignment, overlaps); a raw or ELF payload must fit its largest
 //     LOADABLE region and land, at the cell's load address, in a region
