@@ -376,7 +376,7 @@ func (p *cfgPrinter) platform(s *jailhouse.System) {
 // bdfText prints a bus/device/function number as lspci does, with the
 // raw value.
 func bdfText(bdf uint16) string {
-	return fmt.Sprintf("%#x  %02x:%02x.%x", bdf, bdf>>8, (bdf>>3)&0x1f, bdf&7)
+	return fmt.Sprintf("%#x  %s", bdf, jailhouse.FormatBDF(bdf))
 }
 
 func (p *cfgPrinter) cell(in int, c *jailhouse.Cell) {

@@ -89,7 +89,13 @@ func MsgInitializingUnit(unit string) string {
 // MsgAddingVirtualPCIDevice is printed for each ivshmem device of a cell;
 // bdf is the device's bus/device/function as in jailhouse_pci_device.bdf.
 func MsgAddingVirtualPCIDevice(bdf uint16, cell string) string {
-	return fmt.Sprintf("Adding virtual PCI device %02x:%02x.%x to cell \"%s\"\n", bdf>>8, (bdf>>3)&0x1f, bdf&7, cell)
+	return fmt.Sprintf("Adding virtual PCI device %s to cell \"%s\"\n", FormatBDF(bdf), cell)
+}
+
+// FormatBDF prints a jailhouse_pci_device.bdf as lspci and the driver do:
+// bus:device.function in hex, "00:02.0".
+func FormatBDF(bdf uint16) string {
+	return fmt.Sprintf("%02x:%02x.%x", bdf>>8, (bdf>>3)&0x1f, bdf&7)
 }
 
 // MsgSharedMemoryEstablished follows MsgAddingVirtualPCIDevice when the

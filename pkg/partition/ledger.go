@@ -236,15 +236,15 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 		logger.WithError(err).Warn("ledger: cannot list the hypervisor's cells; not reclaiming entries this time")
 		return false, nil
 	}
+	// live names the non-root cells that exist; an orphan destroyed below
+	// leaves it, though still listed in cells, so that it does not come
+	// back as a cell nobody knows.
 	live := map[string]bool{}
 	for _, c := range cells {
 		if c.ID != 0 {
 			live[c.Name] = true
 		}
 	}
-	// destroyed names the orphans destroyed here: cells still listed in
-	// cells, which must not come back below as cells nobody knows.
-	destroyed := map[string]bool{}
 	changed := false
 	kept := f.Entries[:0]
 	for _, e := range f.Entries {
@@ -258,7 +258,6 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 			}
 			l.Warn("ledger: destroyed an orphaned cell and reclaimed its entry")
 			live[e.Cell] = false
-			destroyed[e.Cell] = true
 		}
 		if !live[e.Cell] && !processAlive(e.PID, e.PIDStart) {
 			logger.WithField("owner", e.Owner).WithField("cell", e.Cell).WithField("pid", e.PID).
@@ -278,7 +277,7 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 	}
 	var foreign []foreignCell
 	for _, c := range cells {
-		if c.ID == 0 || known[c.Name] || destroyed[c.Name] {
+		if !live[c.Name] || known[c.Name] {
 			continue
 		}
 		fc := foreignCell{info: c}
@@ -292,9 +291,7 @@ func (l *Ledger) heal(ctx context.Context, d jailhouse.Driver, f *ledgerFile) (b
 			Warn("ledger: the hypervisor has a cell the ledger does not know; treating its CPUs (and its RAM, interrupts, devices, UART and slots, if its configuration is known) as taken")
 		foreign = append(foreign, fc)
 	}
-	l.sweepConfigs(logger, func(cell string) bool {
-		return known[cell] || slices.ContainsFunc(cells, func(c jailhouse.CellInfo) bool { return c.ID != 0 && c.Name == cell && !destroyed[cell] })
-	})
+	l.sweepConfigs(logger, func(cell string) bool { return known[cell] || live[cell] })
 	return changed, foreign
 }
 

@@ -185,7 +185,7 @@ func CheckPayload(rootfs string, d *BootDescription) error {
 	if prebuilt == nil {
 		return nil
 	}
-	if err := placeInPrebuilt(root, d, prebuilt, isELF); err != nil {
+	if err := placeInPrebuilt(root, d, prebuilt, f, isELF); err != nil {
 		return err
 	}
 	return checkPrebuiltAlone(d, prebuilt)
@@ -213,29 +213,16 @@ func checkPrebuiltAlone(d *BootDescription, c *jailhouse.Cell) error {
 // An ELF's segments are checked, not loaded: the .cell alone bounds their
 // size, and it may name more RAM than the building machine has (Create
 // refuses such a cell on the board before it reads the payload).
-func placeInPrebuilt(root *os.Root, d *BootDescription, c *jailhouse.Cell, isELF bool) error {
+func placeInPrebuilt(root *os.Root, d *BootDescription, c *jailhouse.Cell, inmate io.ReaderAt, isELF bool) error {
 	room := payloadLimit(Request{}, c)
 	cell := cloneCell(c)
 	if isELF {
-		f, _, _, err := openInmate(root, d)
+		img, err := scanELF(inmate, c.Arch, room)
 		if err != nil {
-			return err
+			return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
 		}
-		defer f.Close()
-		// A cell of revision 12 or 13 names no architecture: the ELF
-		// may then be for either that runs ELFs (Create holds it to the
-		// board's).
-		var img *elfImage
-		if c.Arch == jailhouse.ArchUnknown {
-			img, err = parseELF(f, elfTargets, room, false)
-		} else {
-			img, err = scanELF(f, c.Arch, room)
-		}
-		if err == nil {
-			_, err = img.place(&cell, d, d.Inmate)
-			return err
-		}
-		return &BootDescriptionError{File: d.File, Key: "inmate", Err: fmt.Errorf("payload %s: %w", d.Inmate, err)}
+		_, err = img.place(&cell, d, d.Inmate)
+		return err
 	}
 	// A raw payload needs no architecture (&Board only carries it).
 	p, err := readPayload(root, d, &Board{Arch: c.Arch}, room)

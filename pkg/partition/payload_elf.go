@@ -63,7 +63,13 @@ func scanELF(r io.ReaderAt, arch jailhouse.Arch, room loadRoom) (*elfImage, erro
 	return parseELFFor(r, arch, room, false)
 }
 
+// parseELFFor is parseELF for the architecture of a board or a cell. A
+// cell of revision 12 or 13 names none (ArchUnknown): its ELF may be for
+// any architecture that runs ELFs, and Create holds it to the board's.
 func parseELFFor(r io.ReaderAt, arch jailhouse.Arch, room loadRoom, keep bool) (*elfImage, error) {
+	if arch == jailhouse.ArchUnknown {
+		return parseELF(r, elfTargets, room, keep)
+	}
 	i := slices.IndexFunc(elfTargets, func(t elfTarget) bool { return t.arch == arch })
 	if i < 0 {
 		return nil, fmt.Errorf("ELF payloads are supported on arm and arm64 boards, not %v", arch)

@@ -126,8 +126,8 @@ func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 			return deny(field, "a %s; partitions get no physical PCI devices", jailhouse.PCITypeName(p.Type))
 		}
 		if p.BDF>>8 != 0 || p.BDF&7 != 0 {
-			return deny(field, "ivshmem device at bdf %#x (%02x:%02x.%x); partitions get devices of the ivshmem window, on bus 0, function 0",
-				p.BDF, p.BDF>>8, (p.BDF>>3)&0x1f, p.BDF&7)
+			return deny(field, "ivshmem device at bdf %#x (%s); partitions get devices of the ivshmem window, on bus 0, function 0",
+				p.BDF, jailhouse.FormatBDF(p.BDF))
 		}
 		// One vpci_irq_base per cell puts device d's INTx on
 		// 32 + base + (d & 3): a second device on that line leaves the
@@ -140,8 +140,8 @@ func checkPrebuiltShape(c *jailhouse.Cell, file string) error {
 		}
 		lines[dev&3] = dev
 		if p.ShmemPeers != 2 || p.ShmemDevID != 1 || p.ShmemProtocol != jailhouse.ShmemProtoVETH {
-			return deny(field, "device %02x:%02x.%x with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
-				p.BDF>>8, (p.BDF>>3)&0x1f, p.BDF&7, p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
+			return deny(field, "device %s with %d peers, dev id %d, protocol %#x; the window's links are VETH links with the root cell as peer 0",
+				jailhouse.FormatBDF(p.BDF), p.ShmemPeers, p.ShmemDevID, p.ShmemProtocol)
 		}
 	}
 	return nil

@@ -192,9 +192,9 @@ func (t *tx) pciCellInit(name string, cfg *jailhouse.Cell, sys *systemState) ([]
 		if dev.Type != jailhouse.PCITypeIVSHMEM {
 			// A physical device moves from the root cell to the new one.
 			if name != sys.RootName && slices.ContainsFunc(sys.RootPCI, func(r jailhouse.PCIDevice) bool { return r.BDF == dev.BDF && r.Domain == dev.Domain }) {
-				t.hvPrint(fmt.Sprintf("Removing PCI device %s from cell \"%s\"\n", bdfString(dev.BDF), sys.RootName))
+				t.hvPrint(fmt.Sprintf("Removing PCI device %s from cell \"%s\"\n", jailhouse.FormatBDF(dev.BDF), sys.RootName))
 			}
-			t.hvPrint(fmt.Sprintf("Adding PCI device %s to cell \"%s\"\n", bdfString(dev.BDF), name))
+			t.hvPrint(fmt.Sprintf("Adding PCI device %s to cell \"%s\"\n", jailhouse.FormatBDF(dev.BDF), name))
 			continue
 		}
 		t.hvPrint(jailhouse.MsgAddingVirtualPCIDevice(dev.BDF, name))
@@ -212,7 +212,7 @@ func (t *tx) pciCellInit(name string, cfg *jailhouse.Cell, sys *systemState) ([]
 		} else {
 			if holder := links[li].Peers[dev.ShmemDevID]; holder != "" {
 				return nil, unix.EBUSY, fmt.Sprintf("ivshmem device %d: %s dev-id %d is already linked by cell %q",
-					i, bdfString(dev.BDF), dev.ShmemDevID, holder)
+					i, jailhouse.FormatBDF(dev.BDF), dev.ShmemDevID, holder)
 			}
 			var peers []string
 			for _, p := range links[li].Peers {
@@ -239,9 +239,9 @@ func (t *tx) unitsCellExit(c *cellState) {
 			}
 			continue
 		}
-		t.hvPrint(fmt.Sprintf("Removing PCI device %s from cell \"%s\"\n", bdfString(dev.BDF), c.Name))
+		t.hvPrint(fmt.Sprintf("Removing PCI device %s from cell \"%s\"\n", jailhouse.FormatBDF(dev.BDF), c.Name))
 		if slices.ContainsFunc(sys.RootPCI, func(r jailhouse.PCIDevice) bool { return r.BDF == dev.BDF && r.Domain == dev.Domain }) {
-			t.hvPrint(fmt.Sprintf("Adding PCI device %s to cell \"%s\"\n", bdfString(dev.BDF), sys.RootName))
+			t.hvPrint(fmt.Sprintf("Adding PCI device %s to cell \"%s\"\n", jailhouse.FormatBDF(dev.BDF), sys.RootName))
 		}
 	}
 	sys.Links = slices.DeleteFunc(sys.Links, func(l ivshmemLink) bool {
@@ -255,10 +255,6 @@ func cloneLinks(links []ivshmemLink) []ivshmemLink {
 		out[i] = ivshmemLink{BDF: l.BDF, Peers: slices.Clone(l.Peers)}
 	}
 	return out
-}
-
-func bdfString(bdf uint16) string {
-	return fmt.Sprintf("%02x:%02x.%x", bdf>>8, (bdf>>3)&0x1f, bdf&7)
 }
 
 // cellPrint is one line of hypervisor-side text about a cell written to
